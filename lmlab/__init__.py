@@ -1,0 +1,31 @@
+"""lmlab: a Jupyter-native lab for small language models.
+
+The engine (this package) is plain PyTorch and imports no notebook library;
+the widgets live in `lmlab.widgets`.
+"""
+
+from . import checkpoint
+from .data import CORPORA, TokenDataset, load_corpus
+from .errors import (
+    CheckpointError,
+    ChecksumError,
+    ConfigError,
+    CorpusError,
+    CorpusUnavailable,
+    DataError,
+    LmlabError,
+    TokenizerError,
+    TrainerStateError,
+    TrainingError,
+)
+from .model import GPT, GPTConfig, best_device
+from .tokenizers import BPETokenizer, CharTokenizer, GPT2Tokenizer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GPT", "GPTConfig", "best_device", "CharTokenizer", "BPETokenizer", "GPT2Tokenizer",
+    "load_corpus", "TokenDataset", "CORPORA", "checkpoint",
+    "LmlabError", "ConfigError", "TokenizerError", "CorpusError", "CorpusUnavailable",
+    "ChecksumError", "DataError", "CheckpointError", "TrainerStateError", "TrainingError",
+]

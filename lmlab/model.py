@@ -1,0 +1,271 @@
+"""A compact decoder-only Transformer (GPT), in the spirit of nanoGPT's model.py.
+
+Shapes: B batch, T query positions, S key positions (past + T), C = n_embd,
+H = n_head, D = C // H, V = vocab_size, L = n_layer.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, replace
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from .errors import ConfigError
+
+PRESETS: dict[str, dict] = {
+    # ~0.1M parameters: trains in seconds, for tests and first demos.
+    "nano": dict(n_layer=2, n_head=4, n_embd=64, block_size=64),
+    # ~0.8M: nanoGPT's CPU configuration for tiny Shakespeare.
+    "tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=64),
+    # ~10.7M: nanoGPT's shakespeare-char model.
+    "small": dict(n_layer=6, n_head=6, n_embd=384, block_size=256),
+}
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    vocab_size: int = 65
+    block_size: int = 64  # longest context, in tokens
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = True  # biases in Linear and LayerNorm layers, as GPT-2
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{name}={value!r} must be a positive integer")
+        if self.n_embd % self.n_head:
+            multiple = max(self.n_head, self.n_embd // self.n_head * self.n_head)
+            raise ConfigError(
+                f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
+                f"pick n_embd as a multiple of n_head (e.g. {multiple})"
+            )
+        if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout={self.dropout!r} must be in [0, 1), e.g. 0.0 or 0.2")
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> GPTConfig:
+        """A named configuration (`nano`, `tiny`, `small`), with fields overridden."""
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def replace(self, **changes) -> GPTConfig:
+        return replace(self, **changes)
+
+
+class ModelOutput(NamedTuple):
+    logits: torch.Tensor  # [B, T, V]
+    loss: torch.Tensor | None  # scalar cross-entropy, when targets are given
+    attention: torch.Tensor | None  # [B, L, H, T, S] float32 on the CPU, on request
+
+
+class KVCache:
+    """Keys and values of past positions, preallocated for block_size positions.
+
+    `length` is how many positions are stored; each layer writes its own slot.
+    """
+
+    def __init__(self, config: GPTConfig, batch_size: int, device, dtype=torch.float32):
+        shape = (batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
+        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.length = 0
+        self.capacity = config.block_size
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        """Store k, v [B, H, T, D] after the past; return all keys and values [B, H, S, D]."""
+        end = self.length + k.size(2)
+        self.keys[layer][:, :, self.length : end] = k
+        self.values[layer][:, :, self.length : end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = config.dropout
+        self.attn_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, cache: KVCache | None = None, layer: int = 0, need_weights=False):
+        """x [B, T, C] -> (y [B, T, C], attention probabilities [B, H, T, S] or None)."""
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        past = 0
+        if cache is not None:
+            past = cache.length
+            k, v = cache.append(layer, k, v)
+        S = past + T
+        mask = None
+        if past and T > 1 or need_weights:
+            # query i sits at absolute position past + i and sees keys 0 .. past + i
+            mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=past)
+        weights = None
+        if need_weights:
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
+            att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+            weights = att
+            y = self.attn_dropout(att) @ v
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v,
+                attn_mask=mask,
+                dropout_p=self.dropout if self.training else 0.0,
+                is_causal=mask is None and T > 1,
+            )
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y)), weights
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU()
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, cache=None, layer=0, need_weights=False):
+        a, weights = self.attn(self.ln_1(x), cache, layer, need_weights)
+        x = x + a
+        x = x + self.mlp(self.ln_2(x))
+        return x, weights
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            wpe=nn.Embedding(config.block_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # tied input/output embeddings
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):  # GPT-2: scale residual projections by depth
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    @property
+    def device(self) -> torch.device:
+        return self.transformer.wte.weight.device
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameters, counted once though tied; without position embeddings by default."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.transformer.wpe.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int | None = None) -> int:
+        """Training FLOPs per token (forward + backward), PaLM appendix B: 6N + 12·L·H·D·T."""
+        c = self.config
+        T = seq_len or c.block_size
+        return 6 * self.num_params() + 12 * c.n_layer * c.n_embd * T
+
+    def new_cache(self, batch_size: int = 1) -> KVCache:
+        return KVCache(self.config, batch_size, self.device, self.transformer.wte.weight.dtype)
+
+    def forward(self, idx, targets=None, *, return_attention=False, cache: KVCache | None = None):
+        """idx [B, T] token ids -> ModelOutput(logits [B, T, V], loss, attention).
+
+        A sequence longer than block_size (counting what the cache holds) keeps its
+        last block_size tokens; targets are cropped the same way. With a cache, the
+        new positions follow the cached ones and are stored into it.
+        """
+        past = cache.length if cache is not None else 0
+        limit = self.config.block_size - past
+        if idx.size(1) > limit:
+            if limit <= 0:
+                raise ConfigError(
+                    f"the cache is full ({past} of block_size={self.config.block_size} "
+                    "positions); start a new cache with model.new_cache()"
+                )
+            idx = idx[:, -limit:]
+            targets = targets[:, -limit:] if targets is not None else None
+        T = idx.size(1)
+        pos = torch.arange(past, past + T, dtype=torch.long, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        attention = []
+        for i, block in enumerate(self.transformer.h):
+            x, weights = block(x, cache, i, return_attention)
+            if return_attention:
+                attention.append(weights)
+        if cache is not None:
+            cache.length += T
+        logits = self.lm_head(self.transformer.ln_f(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1))
+        att = None
+        if return_attention:
+            att = torch.stack(attention, dim=1).detach().float().cpu()
+        return ModelOutput(logits, loss, att)
+
+
+def best_device() -> torch.device:
+    """CUDA if present, then Apple MPS, then the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_device(device=None) -> torch.device:
+    if device in (None, "auto"):
+        return best_device()
+    return torch.device(device)
+
+
+def autocast(device, dtype: str = "float32"):
+    """bf16 autocast on CUDA when asked for; a no-op context elsewhere."""
+    device = torch.device(device)
+    if dtype == "bfloat16" and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def maybe_compile(model: GPT, enabled: bool):
+    """torch.compile the model when enabled (opt-in; compiling takes a while)."""
+    return torch.compile(model) if enabled else model

@@ -1,0 +1,30 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    """A folder holding the named corpora: $LMLAB_DATA_DIR (CI: ../shared/data), else
+    ../shared/data, else lmlab's own cache, filled by downloading them once."""
+    from lmlab import data
+
+    env = os.environ.get("LMLAB_DATA_DIR")
+    path = Path(env) if env else SHARED_DATA if SHARED_DATA.is_dir() else None
+    if path is None:
+        for name in data.DOWNLOADS:
+            data.fetch(name)
+        return data.cache_dir()
+    missing = [d.filename for d in data.DOWNLOADS.values() if not (path / d.filename).exists()]
+    if missing:
+        pytest.fail(f"{path} lacks {missing}; point LMLAB_DATA_DIR at a folder holding them")
+    return path

@@ -1,0 +1,1 @@
+"""lmlab's notebook widgets (ipywidgets + plotly), installed as `lmlab.widgets`."""
