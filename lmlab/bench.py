@@ -44,7 +44,7 @@ def _fwd_bwd(model, x, y, hf: bool):
     def step():
         if hf:
             loss = model(input_ids=x, labels=None).logits
-            loss = torch.nn.functional.cross_entropy(loss.view(-1, loss.size(-1)), y.view(-1))
+            loss = torch.nn.functional.cross_entropy(loss.view(-1, loss.size(-1)), y.reshape(-1))
         else:
             loss = model(x, y).loss
         loss.backward()

@@ -1,0 +1,150 @@
+"""The `lmlab` command: train, sample, bench, lab.
+
+    lmlab train --corpus shakespeare --preset tiny --steps 2000 --out runs/x
+    lmlab sample runs/x --prompt "ROMEO:" --tokens 200 --temperature 0.8 --top-k 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import LmlabError
+
+CHECKPOINT = "checkpoint.safetensors"
+
+
+def _checkpoint_path(run: str) -> Path:
+    path = Path(run)
+    return path / CHECKPOINT if path.is_dir() or not path.suffix else path
+
+
+def cmd_train(args) -> None:
+    from .data import TokenDataset, load_corpus
+    from .model import GPT, GPTConfig
+    from .tokenizers import BPETokenizer
+    from .train import TrainConfig, Trainer
+
+    out = _checkpoint_path(args.out)
+    text = load_corpus(args.corpus)
+    if args.resume and out.exists():
+        from . import checkpoint
+
+        tokenizer = checkpoint.load(out).tokenizer
+        block = checkpoint.read_header(out)["config"]["block_size"]
+        dataset = TokenDataset(text, tokenizer, block_size=block, seed=args.seed)
+        trainer = Trainer.load(out, dataset, device=args.device)
+        trainer.update_config(max_steps=args.steps)
+        print(f"resumed {out} at step {trainer.step_count}")
+    else:
+        block = args.block_size or GPTConfig.preset(args.preset).block_size
+        tokenizer = BPETokenizer.train(text, args.bpe) if args.bpe else None
+        dataset = TokenDataset(text, tokenizer, block_size=block, seed=args.seed)
+        config = GPTConfig.preset(args.preset, vocab_size=dataset.vocab_size, block_size=block,
+                                  dropout=args.dropout)
+        model = GPT(config)
+        trainer = Trainer(model, dataset, TrainConfig(
+            batch_size=args.batch_size, max_steps=args.steps, learning_rate=args.lr,
+            min_lr=args.lr / 10, warmup_steps=min(100, args.steps // 10),
+            eval_interval=args.eval_interval, seed=args.seed, device=args.device,
+            dtype=args.dtype, compile=args.compile))
+        print(f"{args.preset}: {model.num_params() / 1e6:.2f}M parameters, "
+              f"{dataset.vocab_size} tokens in the vocabulary, {len(dataset):,} tokens of text")
+
+    @trainer.on_eval
+    def report(t, ev):
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"step {ev['step']}: train loss {ev['train_loss']:.4f}, "
+                   f"val loss {ev['val_loss']:.4f}")
+        t.save(out)
+
+    trainer.run(progress=not args.quiet)
+    trainer.save(out)
+    print(f"saved {out}")
+
+
+def cmd_sample(args) -> None:
+    import torch
+
+    from . import checkpoint
+    from .sampling import generate
+
+    ck = checkpoint.load(_checkpoint_path(args.run))
+    if ck.tokenizer is None:
+        raise LmlabError(f"{args.run} has no tokenizer to turn text into tokens")
+    gen = torch.Generator().manual_seed(args.seed) if args.seed is not None else None
+    ids = ck.tokenizer.encode(args.prompt)
+    new = generate(ck.model, ids, args.tokens, args.temperature, args.top_k, args.top_p, gen)
+    print(args.prompt + ck.tokenizer.decode(new))
+
+
+def cmd_bench(args) -> None:
+    from .bench import main as bench_main
+
+    bench_main([args.which])
+
+
+def cmd_lab(args) -> None:
+    import subprocess
+
+    root = Path("notebooks") if Path("notebooks").is_dir() else Path(".")
+    sys.exit(subprocess.call([sys.executable, "-m", "jupyter", "lab", str(root), *args.rest]))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmlab", description="A lab for small language models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a GPT on a corpus, saving checkpoints")
+    t.add_argument("--corpus", default="shakespeare", help="a corpus name, a file, or text")
+    t.add_argument("--preset", default="tiny", choices=["nano", "tiny", "small"])
+    t.add_argument("--steps", type=int, default=2000)
+    t.add_argument("--out", default="runs/default", help="run folder (or .safetensors file)")
+    t.add_argument("--batch-size", type=int, default=12)
+    t.add_argument("--block-size", type=int, default=None)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--dropout", type=float, default=0.0)
+    t.add_argument("--eval-interval", type=int, default=250)
+    t.add_argument("--bpe", type=int, default=None, metavar="VOCAB",
+                   help="train a byte-level BPE tokenizer of this size (default: characters)")
+    t.add_argument("--seed", type=int, default=1337)
+    t.add_argument("--device", default="auto")
+    t.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    t.add_argument("--compile", action="store_true")
+    t.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sample", help="generate text from a saved run")
+    s.add_argument("run", help="run folder or checkpoint file")
+    s.add_argument("--prompt", default="\n")
+    s.add_argument("--tokens", type=int, default=200)
+    s.add_argument("--temperature", type=float, default=1.0)
+    s.add_argument("--top-k", type=int, default=None)
+    s.add_argument("--top-p", type=float, default=None)
+    s.add_argument("--seed", type=int, default=None)
+    s.set_defaults(func=cmd_sample)
+
+    b = sub.add_parser("bench", help="the benchmarks (same as python -m lmlab.bench)")
+    b.add_argument("which", choices=["forward", "train", "quality", "dashboard"])
+    b.set_defaults(func=cmd_bench)
+
+    lab = sub.add_parser("lab", help="open JupyterLab on the lessons")
+    lab.add_argument("rest", nargs=argparse.REMAINDER)
+    lab.set_defaults(func=cmd_lab)
+    return parser
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except LmlabError as e:
+        print(f"lmlab {args.command}: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""`History`: the metrics rows a trainer appends and views read, thread-safe."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+FIELDS = ("step", "tokens", "train_loss", "val_loss", "lr", "grad_norm", "tokens_per_s",
+          "wall_time")
+
+
+class History:
+    """Rows of (step, tokens seen, train loss, validation loss or None, learning rate,
+    gradient norm, tokens/s, wall time in seconds of training). Appends come from the
+    trainer's thread; reads return copies, so a view never sees a row half-written."""
+
+    def __init__(self, rows=()):
+        self._rows: list[dict] = []
+        self._lock = threading.Lock()
+        for row in rows:
+            self.append(row)
+
+    def append(self, row: dict) -> None:
+        clean = {k: row.get(k) for k in FIELDS}
+        with self._lock:
+            self._rows.append(clean)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def rows(self, start: int = 0) -> list[dict]:
+        """Copies of the rows from index `start` on."""
+        with self._lock:
+            return [dict(r) for r in self._rows[start:]]
+
+    def last(self) -> dict | None:
+        with self._lock:
+            return dict(self._rows[-1]) if self._rows else None
+
+    def column(self, name: str) -> list:
+        with self._lock:
+            return [r[name] for r in self._rows]
+
+    def to_dict(self) -> dict[str, list]:
+        """Columns as lists, one per field; val_loss is None where no evaluation ran."""
+        with self._lock:
+            return {k: [r[k] for r in self._rows] for k in FIELDS}
+
+    def to_pandas(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.to_dict(), columns=list(FIELDS))
+
+    def to_json(self) -> list[dict]:
+        """Rows with non-finite floats as None, for JSON files."""
+        def clean(v):
+            return None if isinstance(v, float) and not math.isfinite(v) else v
+        with self._lock:
+            return [{k: clean(v) for k, v in r.items()} for r in self._rows]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rows.clear()

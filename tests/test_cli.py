@@ -1,0 +1,35 @@
+import subprocess
+import sys
+
+from lmlab import checkpoint
+
+
+def lmlab(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "lmlab.cli", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+def test_train_then_sample(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setenv("LMLAB_DATA_DIR", str(data_dir))
+    r = lmlab("train", "--corpus", "shakespeare", "--preset", "nano", "--steps", "40",
+              "--eval-interval", "20", "--out", "runs/x", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "step 20: train loss" in r.stdout and "step 40:" in r.stdout
+    ck = checkpoint.load(tmp_path / "runs/x/checkpoint.safetensors")
+    assert ck.extra["trainer"]["step"] == 40
+    r = lmlab("sample", "runs/x", "--prompt", "ROMEO:", "--tokens", "50", "--temperature", "0.8",
+              "--top-k", "40", "--seed", "1", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("ROMEO:") and len(r.stdout.rstrip("\n")) >= 40
+    r = lmlab("train", "--corpus", "shakespeare", "--preset", "nano", "--steps", "50",
+              "--eval-interval", "25", "--out", "runs/x", "--resume", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "resumed" in r.stdout and "step 50:" in r.stdout
+
+
+def test_bad_input_is_one_clear_line(tmp_path):
+    r = lmlab("train", "--corpus", "nosuchcorpus", "--out", "runs/y", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "unknown corpus 'nosuchcorpus'" in r.stderr and "Traceback" not in r.stderr
+    r = lmlab("sample", "runs/none", cwd=tmp_path)
+    assert r.returncode == 2 and "no checkpoint file" in r.stderr
