@@ -61,3 +61,28 @@ class History:
     def clear(self) -> None:
         with self._lock:
             self._rows.clear()
+
+
+def smooth(values, weight: float = 0.9, state: float | None = None) -> tuple[list, float | None]:
+    """Exponential moving average of `values`, starting at the first value; `state`
+    continues an earlier call. Returns (smoothed values, state to continue).
+    Non-finite values are passed through and do not poison the average."""
+    out = []
+    last = state
+    for v in values:
+        if v is None or not math.isfinite(v):
+            out.append(v)
+            continue
+        last = v if last is None else weight * last + (1 - weight) * v
+        out.append(last)
+    return out, last
+
+
+def downsample(n: int, max_points: int) -> range | list:
+    """Indices of min(n, max_points) rows spread evenly over `n`, first and last
+    included, so a chart sends a bounded number of points however long the run."""
+    if n <= max_points:
+        return range(n)
+    if max_points < 2:
+        return [n - 1]
+    return [round(i * (n - 1) / (max_points - 1)) for i in range(max_points)]

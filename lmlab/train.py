@@ -150,6 +150,7 @@ class Trainer:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._unpaused = threading.Event()
+        self._parked = threading.Event()  # set while the paused loop waits
         self._done = threading.Event()  # set when the thread's loop has ended
         self._done.set()
         self._target = config.max_steps
@@ -198,7 +199,9 @@ class Trainer:
         return self.on("error", fn)
 
     def off(self, event: str, fn) -> None:
-        self._callbacks[event].remove(fn)
+        """Unsubscribe `fn` from `event` (nothing happens if it was not subscribed)."""
+        if fn in self._callbacks.get(event, ()):
+            self._callbacks[event].remove(fn)
 
     def _emit(self, event: str, payload):
         for fn in list(self._callbacks[event]):
@@ -352,7 +355,10 @@ class Trainer:
     def _train_until_target(self):
         try:
             while self.step_count < self._target:
-                self._unpaused.wait()
+                if not self._unpaused.is_set():
+                    self._parked.set()
+                    self._unpaused.wait()
+                    self._parked.clear()
                 if self._stop.is_set():
                     break
                 self.step()
@@ -369,12 +375,15 @@ class Trainer:
             self._state = "failed"
             self._emit("error", e)
 
-    def pause(self) -> None:
-        """Pause after the step in progress."""
+    def pause(self, wait: bool = True) -> None:
+        """Pause after the step in progress; with `wait`, return once it has finished."""
         if self._state != "running":
             raise TrainerStateError(f"cannot pause: the trainer is {self._state}, not running")
         self._unpaused.clear()
         self._state = "paused"
+        if wait and threading.current_thread() is not self._thread:
+            while not (self._parked.wait(0.05) or self._done.is_set()):
+                pass
 
     def resume(self) -> None:
         if self._state != "paused":

@@ -1,1 +1,10 @@
-"""lmlab's notebook widgets (ipywidgets + plotly), installed as `lmlab.widgets`."""
+"""lmlab's notebook widgets (ipywidgets + plotly), installed as `lmlab.widgets`.
+
+They render engine state and forward clicks to engine methods; the machine learning
+is in `lmlab`.
+"""
+
+from .compare import RunComparison
+from .dashboard import TrainingDashboard
+
+__all__ = ["TrainingDashboard", "RunComparison"]
