@@ -19,7 +19,7 @@ def data_dir():
     from lmlab import data
 
     env = os.environ.get("LMLAB_DATA_DIR")
-    path = Path(env) if env else SHARED_DATA if SHARED_DATA.is_dir() else None
+    path = Path(env).resolve() if env else SHARED_DATA if SHARED_DATA.is_dir() else None
     if path is None:
         for name in data.DOWNLOADS:
             data.fetch(name)

@@ -61,11 +61,11 @@ class LossCurves:
         }
 
 
-def loss_figure(height: int = 320) -> go.FigureWidget:
+def loss_figure(height: int = 320, width: int = 620) -> go.FigureWidget:
     fig = go.FigureWidget(layout=dict(
-        height=height, margin=dict(l=50, r=10, t=30, b=40), title="loss",
+        height=height, width=width, margin=dict(l=50, r=10, t=30, b=40), title="loss",
         xaxis_title="step", yaxis_title="cross-entropy (nats/token)",
-        legend=dict(orientation="h", y=1.12, x=1, xanchor="right"), template="plotly_white"))
+        legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"), template="plotly_white"))
     fig.add_scatter(name="train (raw)", mode="lines", line=dict(width=1, color="#1f77b4"),
                     opacity=0.3)
     fig.add_scatter(name="train (smoothed)", mode="lines", line=dict(width=2, color="#1f77b4"))
@@ -105,28 +105,29 @@ class TrainingDashboard(W.VBox):
         self.reset_button = btn("Reset", "refresh", "lmlab-reset",
                                 "fresh weights (model settings below), history cleared")
         cfg = trainer.config
-        small = W.Layout(width="190px")
-        self.lr_input = W.Text(str(cfg.learning_rate), description="learning rate",
+        small = W.Layout(width="200px")
+        wide = {"description_width": "initial"}
+        self.lr_input = W.Text(str(cfg.learning_rate), description="learning rate", style=wide,
                                layout=small, continuous_update=False,
                                _dom_classes=("lmlab-lr",))
-        self.batch_input = W.Text(str(cfg.batch_size), description="batch size", layout=small,
+        self.batch_input = W.Text(str(cfg.batch_size), description="batch size", style=wide, layout=small,
                                   continuous_update=False, _dom_classes=("lmlab-batch",))
-        self.steps_input = W.Text(str(cfg.max_steps), description="max steps", layout=small,
+        self.steps_input = W.Text(str(cfg.max_steps), description="max steps", style=wide, layout=small,
                                   continuous_update=False, _dom_classes=("lmlab-max-steps",))
-        self.sample_every_input = W.Text(str(sample_every), description="sample every",
+        self.sample_every_input = W.Text(str(sample_every), description="sample every", style=wide,
                                          layout=small, continuous_update=False,
                                          _dom_classes=("lmlab-sample-every",))
         mc = trainer.model.config
         self.preset_input = W.Dropdown(options=["custom", *PRESETS], value="custom",
-                                       description="model", layout=small)
-        self.layers_input = W.BoundedIntText(mc.n_layer, min=1, max=48, description="layers",
+                                       description="model", style=wide, layout=small)
+        self.layers_input = W.BoundedIntText(mc.n_layer, min=1, max=48, description="layers", style=wide,
                                              layout=small)
-        self.heads_input = W.BoundedIntText(mc.n_head, min=1, max=64, description="heads",
+        self.heads_input = W.BoundedIntText(mc.n_head, min=1, max=64, description="heads", style=wide,
                                             layout=small)
-        self.width_input = W.BoundedIntText(mc.n_embd, min=1, max=4096, description="width",
+        self.width_input = W.BoundedIntText(mc.n_embd, min=1, max=4096, description="width", style=wide,
                                             layout=small)
         self.context_input = W.BoundedIntText(mc.block_size, min=1, max=4096,
-                                              description="context", layout=small)
+                                              description="context", style=wide, layout=small)
         self.x_axis = W.ToggleButtons(options=["steps", "tokens"], value="steps",
                                       style={"button_width": "70px"})
         self.log_y = W.Checkbox(False, description="log y", indent=False,
@@ -134,7 +135,7 @@ class TrainingDashboard(W.VBox):
 
         self.loss_fig = loss_figure()
         self.lr_fig = go.FigureWidget(layout=dict(
-            height=160, margin=dict(l=50, r=10, t=25, b=30), title="learning rate",
+            height=170, width=620, margin=dict(l=50, r=10, t=30, b=30), title="learning rate",
             template="plotly_white", showlegend=False))
         self.lr_fig.add_scatter(mode="lines", line=dict(width=2, color="#2ca02c"))
 
@@ -168,8 +169,9 @@ class TrainingDashboard(W.VBox):
         status = W.VBox([W.HBox([self.counter, self.stats]), self.progress, self.error])
         chart_opts = W.HBox([W.Label("x axis"), self.x_axis, self.log_y])
         right = W.VBox([W.HTML("<b>samples</b> (newest first)"), self.samples],
-                       layout=W.Layout(width="38%", padding="0 0 0 10px"))
-        charts = W.VBox([chart_opts, self.loss_fig, self.lr_fig], layout=W.Layout(width="62%"))
+                       layout=W.Layout(flex="1 1 300px", padding="0 0 0 10px"))
+        charts = W.VBox([chart_opts, self.loss_fig, self.lr_fig],
+                        layout=W.Layout(flex="0 0 630px"))
         super().__init__([controls, settings, W.Accordion([model_row], titles=("new model",)),
                           status, W.HBox([charts, right])],
                          _dom_classes=("lmlab-dashboard",))
