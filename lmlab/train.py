@@ -19,7 +19,7 @@ import torch
 from . import checkpoint
 from .errors import CheckpointError, ConfigError, DataError, TrainerStateError, TrainingError
 from .history import History
-from .model import GPT, autocast, resolve_device
+from .model import GPT, autocast, maybe_compile, resolve_device
 from .sampling import generate
 
 SCHEDULES = ("cosine", "constant")
@@ -137,7 +137,7 @@ class Trainer:
         torch.manual_seed(config.seed)  # dropout
         self.generator = torch.Generator().manual_seed(config.seed)  # batch offsets
         self.optimizer = make_optimizer(model, config, self.device)
-        self._forward = torch.compile(model) if config.compile else model
+        self._forward = maybe_compile(model, config.compile)
         self.history = History()
         self.step_count = 0
         self.tokens_seen = 0
@@ -514,7 +514,7 @@ class Trainer:
             self.tokens_seen = meta["tokens_seen"]
             self.wall_time = meta["wall_time"]
             self.history = History(meta["history"])
-            self._forward = torch.compile(self.model) if self.config.compile else self.model
+            self._forward = maybe_compile(self.model, self.config.compile)
             self._target = self.config.max_steps
             self._state = "idle"
 

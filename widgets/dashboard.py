@@ -91,7 +91,7 @@ class TrainingDashboard(W.VBox):
         self.curves = LossCurves(max_points)
         self._draw_lock = threading.Lock()
         self._last_draw = 0.0
-        self._samples: list[tuple[int, str]] = []
+        self._samples: list[tuple[int, str, str]] = []  # (step, prompt, prompt + sample)
         self._last_sample_step = -1
         self._started_at: float | None = None
 
@@ -230,12 +230,13 @@ class TrainingDashboard(W.VBox):
         self._last_sample_step = step
         text = self.trainer.sample(self.prompt, self.sample_tokens, temperature=0.8,
                                    seed=step)
-        self._samples.insert(0, (step, text))
+        self._samples.insert(0, (step, self.prompt, text))
         del self._samples[20:]
         self.samples.value = "".join(
             f'<div class="lmlab-sample"><b>step {s}</b>'
-            f'<pre style="margin:2px 0 8px;white-space:pre-wrap">{html.escape(t)}</pre></div>'
-            for s, t in self._samples)
+            f'<pre style="margin:2px 0 8px;white-space:pre-wrap"><b>{html.escape(p)}</b>'
+            f'{html.escape(t[len(p):])}</pre></div>'
+            for s, p, t in self._samples)
 
     def _sample_every(self) -> int:
         try:
@@ -268,8 +269,8 @@ class TrainingDashboard(W.VBox):
 
     def _on_setting(self, change):
         if self.trainer.is_alive:
-            self.show_error("stop or pause-and-stop the run before changing its settings; "
-                            "they apply to the next Start")
+            self.show_error("training is running: press Stop to change its settings "
+                            "(they apply at the next Start)")
             return
         self._apply_settings()
         self.clear_error()

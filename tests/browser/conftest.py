@@ -67,7 +67,10 @@ class LabServer:
         self.root, self.port, self.token, self.proc, self.log = root, port, token, proc, log
         self.url = f"http://127.0.0.1:{port}"
 
-    def notebook_url(self, name: str) -> str:
+    def notebook_url(self, name: str, frontend: str = "lab") -> str:
+        """`lab`: JupyterLab 4; `notebook`: Notebook 7 (same server)."""
+        if frontend == "notebook":
+            return f"{self.url}/notebooks/{name}?token={self.token}"
         return f"{self.url}/lab/tree/{name}?token={self.token}&reset"
 
 
@@ -88,7 +91,10 @@ def lab(tmp_path, chromium_path, data_dir):
            f"--port={port}", f"--IdentityProvider.token={token}",
            f"--ServerApp.root_dir={root}", f"--LabApp.user_settings_dir={settings}",
            f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}",
-           "--LabApp.expose_app_in_browser=True", "--ServerApp.open_browser=False"]
+           "--LabApp.expose_app_in_browser=True", "--ServerApp.open_browser=False",
+           f"--JupyterNotebookApp.user_settings_dir={settings}",
+           f"--JupyterNotebookApp.workspaces_dir={tmp_path / 'workspaces'}",
+           "--JupyterNotebookApp.expose_app_in_browser=True"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
@@ -134,13 +140,13 @@ def page(chromium_path, tmp_path):
 class Lab:
     """What a test does with a notebook open in JupyterLab."""
 
-    def __init__(self, page, server: LabServer, test_name: str):
-        self.page, self.server = page, server
+    def __init__(self, page, server: LabServer, test_name: str, frontend: str = "lab"):
+        self.page, self.server, self.frontend = page, server, frontend
         self.shots = SCREENSHOTS / test_name
         self.shots.mkdir(parents=True, exist_ok=True)
 
     def open(self, name: str):
-        self.page.goto(self.server.notebook_url(name))
+        self.page.goto(self.server.notebook_url(name, self.frontend))
         self.page.wait_for_function(
             "() => window.jupyterapp && jupyterapp.shell.currentWidget"
             " && jupyterapp.shell.currentWidget.sessionContext"
@@ -194,6 +200,16 @@ class Lab:
         return self.page.locator("[data-mime-type='application/vnd.jupyter.error']").all_inner_texts()
 
 
+@pytest.fixture(params=["lab", "notebook"], ids=["jupyterlab4", "notebook7"])
+def frontend(request):
+    if request.param == "notebook":
+        try:
+            import notebook  # noqa: F401
+        except ImportError:
+            (pytest.fail if IN_CI else pytest.skip)("Notebook 7 is not installed: pip install '.[dev]'")
+    return request.param
+
+
 @pytest.fixture
-def jlab(page, lab, request):
-    return Lab(page, lab, request.node.name)
+def jlab(page, lab, request, frontend):
+    return Lab(page, lab, request.node.name, frontend)
