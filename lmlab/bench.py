@@ -76,6 +76,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m lmlab.bench", description=__doc__)
     parser.add_argument("which", choices=["forward", "train", "quality", "dashboard"])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=1, help="quality: how many seeds")
     args = parser.parse_args(argv)
     if args.which == "forward":
         bench_forward(args.rounds)
@@ -86,7 +87,7 @@ def main(argv=None):
     elif args.which == "quality":
         from .bench_train import bench_quality
 
-        bench_quality()
+        bench_quality(args.seeds)
     else:
         from lmlab.widgets.bench import bench_dashboard
 

@@ -9,6 +9,7 @@ so `sample()` or attention capture from another thread never sees torn weights.
 from __future__ import annotations
 
 import math
+import signal
 import threading
 import time
 from dataclasses import asdict, dataclass, fields, replace
@@ -325,8 +326,8 @@ class Trainer:
         # thread as stopped
         return not self._done.is_set()
 
-    def start(self, steps: int | None = None) -> None:
-        """Train on a background thread until max_steps (or `steps` more steps)."""
+    def _begin(self, steps: int | None) -> None:
+        """Check that a run may begin, and set the flags of a running one."""
         if self.is_alive:
             raise TrainerStateError(
                 f"the trainer is already {self._state}; use pause(), resume() or stop()"
@@ -343,6 +344,11 @@ class Trainer:
         self._unpaused.set()
         self._state = "running"
         self._done.clear()
+
+    def start(self, steps: int | None = None) -> None:
+        """Train on a background thread until max_steps (or `steps` more steps); the
+        notebook stays free meanwhile."""
+        self._begin(steps)
         self._thread = threading.Thread(target=self._loop, name="lmlab-trainer", daemon=True)
         self._thread.start()
 
@@ -352,7 +358,7 @@ class Trainer:
         finally:
             self._done.set()
 
-    def _train_until_target(self):
+    def _train_until_target(self, after_step=None):
         try:
             while self.step_count < self._target:
                 if not self._unpaused.is_set():
@@ -362,6 +368,8 @@ class Trainer:
                 if self._stop.is_set():
                     break
                 self.step()
+                if after_step is not None:
+                    after_step()
         except BaseException as e:  # kept and reported, never lost
             self.error = e
             self._state = "failed"
@@ -379,6 +387,9 @@ class Trainer:
         """Pause after the step in progress; with `wait`, return once it has finished."""
         if self._state != "running":
             raise TrainerStateError(f"cannot pause: the trainer is {self._state}, not running")
+        if self._thread is None or not self._thread.is_alive():
+            raise TrainerStateError("pause() is for runs begun with start(); stop() ends a "
+                                    "blocking run()")
         self._unpaused.clear()
         self._state = "paused"
         if wait and threading.current_thread() is not self._thread:
@@ -404,23 +415,38 @@ class Trainer:
         """Wait for the thread; True when it has ended."""
         return self._done.wait(timeout)
 
-    def run(self, steps: int | None = None, progress: bool = True) -> History:
-        """Train until max_steps (or `steps` more), blocking, with a progress bar.
+    def run(self, steps: int | None = None, progress: bool = True,
+            after_step=None) -> History:
+        """Train until max_steps (or `steps` more) on the calling thread, blocking, with a
+        progress bar; `after_step()` is called after each step.
 
-        Ctrl-C (or the notebook's stop button) ends it after the step in progress, so
+        Ctrl-C (or the notebook's stop button) stops it after the step in progress, so
         the model is always left whole. Raises the error that stopped training, if any.
+        Training here is faster than on start()'s thread: OpenMP runs one thread pool
+        per Python thread that uses it, and two pools oversubscribe the cores.
         """
         from tqdm.auto import tqdm
 
-        self.start(steps)
+        self._begin(steps)
+        self._thread = threading.current_thread()
+        previous = None
+        if self._thread is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, lambda *_: self.stop(wait=False))
         bar = tqdm(total=self._target, initial=self.step_count, disable=not progress,
-                   unit="step", dynamic_ncols=True)
-        try:
-            while not self.join(0.2):
+                   unit="step", dynamic_ncols=True, mininterval=0.25)
+
+        def tick():
+            if progress:
                 self._update_bar(bar)
-        except KeyboardInterrupt:
-            self.stop()
+            if after_step is not None:
+                after_step()
+
+        try:
+            self._train_until_target(tick)
         finally:
+            self._done.set()
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
             self._update_bar(bar)
             bar.close()
         if self.error is not None:
@@ -429,14 +455,14 @@ class Trainer:
 
     def _update_bar(self, bar):
         row = self.history.last()
-        if row is None:
+        if row is None or row["step"] == bar.n:
             return
         bar.n = row["step"]
         post = {"loss": f"{row['train_loss']:.4f}", "tok/s": f"{row['tokens_per_s']:,.0f}"}
         if self.last_eval and self.last_eval.get("val_loss") is not None:
             post["val"] = f"{self.last_eval['val_loss']:.4f}"
         bar.set_postfix(post, refresh=False)
-        bar.refresh()
+        bar.update(0)  # redraws at most every mininterval
 
     def update_config(self, **changes) -> None:
         """Change settings between runs (e.g. learning_rate, max_steps, batch_size)."""

@@ -196,6 +196,12 @@ class Lab:
         print(f"screenshot: {path}")
         return path
 
+    def element_screenshot(self, selector: str, name: str) -> Path:
+        path = self.shots / f"{name}.png"
+        self.page.locator(selector).first.screenshot(path=str(path))
+        print(f"screenshot: {path}")
+        return path
+
     def cell_errors(self) -> list[str]:
         return self.page.locator("[data-mime-type='application/vnd.jupyter.error']").all_inner_texts()
 

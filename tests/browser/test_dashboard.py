@@ -62,6 +62,7 @@ def test_dashboard_trains_pauses_resumes_stops_and_reports_errors(jlab):
     wait_until(lambda: "step 50" in jlab.text(".lmlab-samples"), what="a sample")
     assert "tokens/s" in jlab.text(".lmlab-stats")
     jlab.screenshot("02-training")
+    jlab.element_screenshot(".lmlab-dashboard", "dashboard-widget")
 
     jlab.click(".lmlab-pause")
     wait_until(lambda: "paused" in jlab.text(".lmlab-state"), what="paused state")
@@ -96,16 +97,17 @@ def test_dashboard_trains_pauses_resumes_stops_and_reports_errors(jlab):
     assert not jlab.cell_errors()
 
 
-def test_lesson_notebook_renders_its_widgets(jlab):
+def test_lesson_notebook_runs_and_shows_its_widgets(jlab):
     shutil.copy(NOTEBOOKS / "01_train_live.ipynb", jlab.server.root / "lesson.ipynb")
     jlab.open("lesson.ipynb")
     jlab.run_all()
     jlab.wait_for(".lmlab-dashboard .js-plotly-plot")
     jlab.wait_for(".lmlab-compare .js-plotly-plot")
-    jlab.click(".lmlab-start")
-    wait_until(lambda: step_count(jlab) >= 20, what="the lesson's model to train")
-    jlab.click(".lmlab-stop")
-    wait_until(lambda: "stopped" in jlab.text(".lmlab-state"), what="stopped")
-    jlab.page.locator(".lmlab-dashboard").scroll_into_view_if_needed()
-    jlab.screenshot("lesson")
+    compared = ("() => { const gd = document.querySelector('.lmlab-compare .js-plotly-plot');"
+                " return gd && gd.data && gd.data.length === 4 && gd.data[0].x.length > 0"
+                " && gd.data[2].x.length > 0; }")
+    jlab.page.wait_for_function(compared, timeout=300_000)  # both runs trained, drawn live
+    jlab.wait_kernel_idle(timeout=300_000)
+    jlab.page.locator(".lmlab-compare").scroll_into_view_if_needed()
+    jlab.screenshot("lesson-comparison")
     assert not jlab.cell_errors()
