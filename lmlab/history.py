@@ -58,10 +58,6 @@ class History:
         with self._lock:
             return [{k: clean(v) for k, v in r.items()} for r in self._rows]
 
-    def clear(self) -> None:
-        with self._lock:
-            self._rows.clear()
-
 
 def smooth(values, weight: float = 0.9, state: float | None = None) -> tuple[list, float | None]:
     """Exponential moving average of `values`, starting at the first value; `state`

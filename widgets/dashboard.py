@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 
 from lmlab.errors import LmlabError
 from lmlab.history import downsample, smooth
-from lmlab.model import GPT, PRESETS, GPTConfig
+from lmlab.model import GPT, PRESETS
 from lmlab.train import Trainer
 
 MAX_POINTS = 1000  # per curve, however long the run
