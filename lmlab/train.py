@@ -107,6 +107,11 @@ class TrainConfig:
         return self.min_lr + 0.5 * (1 + math.cos(math.pi * ratio)) * (self.learning_rate - self.min_lr)
 
 
+def _derived_seed(seed: int, stream: int) -> int:
+    """A seed for the `stream`-th generator of a run, its sequence unrelated to `seed`'s."""
+    return (seed * 6364136223846793005 + stream * 1442695040888963407) % 2**63
+
+
 def make_optimizer(model: GPT, config: TrainConfig, device: torch.device):
     """Weight decay on matrices and embeddings, none on biases and norms (as nanoGPT)."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -136,7 +141,8 @@ class Trainer:
         if dataset.device != self.device:
             dataset.device = self.device
         torch.manual_seed(config.seed)  # dropout
-        self.generator = torch.Generator().manual_seed(config.seed)  # batch offsets
+        # batch offsets: a stream of its own, not a replay of the one that drew the weights
+        self.generator = torch.Generator().manual_seed(_derived_seed(config.seed, 1))
         self.optimizer = make_optimizer(model, config, self.device)
         self._forward = maybe_compile(model, config.compile)
         self.history = History()
@@ -281,7 +287,7 @@ class Trainer:
         batches = batches or self.config.eval_batches
         with self.lock:
             t0 = time.perf_counter()
-            gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.step_count)
+            gen = torch.Generator().manual_seed(_derived_seed(self.config.seed, 2 + self.step_count))
             was_training = self.model.training
             self.model.eval()
             out = {"step": self.step_count}
