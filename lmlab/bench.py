@@ -40,14 +40,17 @@ def _interleaved(runners: dict, rounds: int, steps: int, tokens_per_step: int) -
     return {name: rounds * steps * tokens_per_step / t for name, t in elapsed.items()}
 
 
-def _fwd_bwd(model, x, y, hf: bool):
+def train_loss(model, x, y):
+    """Cross-entropy of next-token logits for lmlab's GPT or transformers' GPT2LMHeadModel."""
+    if isinstance(model, GPT):
+        return model(x, y).loss
+    logits = model(input_ids=x).logits
+    return torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
+
+
+def _fwd_bwd(model, x, y):
     def step():
-        if hf:
-            loss = model(input_ids=x, labels=None).logits
-            loss = torch.nn.functional.cross_entropy(loss.view(-1, loss.size(-1)), y.reshape(-1))
-        else:
-            loss = model(x, y).loss
-        loss.backward()
+        train_loss(model, x, y).backward()
         model.zero_grad(set_to_none=True)
     return step
 
@@ -64,8 +67,8 @@ def bench_forward(rounds: int = 3):
         theirs.load_state_dict(to_hf_state_dict(ours), strict=False)
         x = torch.randint(65, (batch, config.block_size))
         y = torch.randint(65, (batch, config.block_size))
-        tps = _interleaved({"lmlab": _fwd_bwd(ours, x, y, False),
-                            "transformers": _fwd_bwd(theirs, x, y, True)},
+        tps = _interleaved({"lmlab": _fwd_bwd(ours, x, y),
+                            "transformers": _fwd_bwd(theirs, x, y)},
                            rounds, steps, x.numel())
         ratio = tps["lmlab"] / tps["transformers"]
         print(f"{preset:8} {f'{batch}x{config.block_size}':>8} {tps['lmlab']:>10,.0f} "

@@ -110,8 +110,10 @@ def bench_quality(seeds: int = 1):
     return ours, ref
 
 
-def _bare_loop(model, dataset, config, hf: bool = False):
+def _bare_loop(model, dataset, config):
     """A plain nanoGPT-style step: batch, forward, backward, clip, AdamW, same schedule."""
+    from .bench import train_loss
+
     optimizer = make_optimizer(model, config, torch.device("cpu"))
     generator = torch.Generator().manual_seed(config.seed)
     state = {"it": 0}
@@ -120,12 +122,7 @@ def _bare_loop(model, dataset, config, hf: bool = False):
         for group in optimizer.param_groups:
             group["lr"] = config.lr_at(state["it"])
         x, y = dataset.batch("train", config.batch_size, generator=generator)
-        if hf:
-            logits = model(input_ids=x).logits
-            loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
-        else:
-            loss = model(x, y).loss
-        loss.backward()
+        train_loss(model, x, y).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -146,7 +143,7 @@ def bench_train(rounds: int = 5, steps: int = 20):
     tps = _interleaved({
         "Trainer": trainer.step,
         "bare loop": _bare_loop(bare_model, dataset, config),
-        "transformers": _bare_loop(hf_model, dataset, config, hf=True),
+        "transformers": _bare_loop(hf_model, dataset, config),
     }, rounds, steps, config.batch_size * dataset.block_size)
     print("training tokens/s, nanoGPT CPU configuration (tiny, 12x64, AdamW, fp32)")
     for name, value in tps.items():

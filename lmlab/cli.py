@@ -31,10 +31,10 @@ def cmd_train(args) -> None:
     if args.resume and out.exists():
         from . import checkpoint
 
-        tokenizer = checkpoint.load(out).tokenizer
-        block = checkpoint.read_header(out)["config"]["block_size"]
-        dataset = TokenDataset(text, tokenizer, block_size=block, seed=args.seed)
-        trainer = Trainer.load(out, dataset, device=args.device)
+        ck = checkpoint.load(out)
+        dataset = TokenDataset(text, ck.tokenizer, block_size=ck.model.config.block_size,
+                               seed=args.seed)
+        trainer = Trainer.from_checkpoint(ck, out, dataset, device=args.device)
         trainer.update_config(max_steps=args.steps)
         print(f"resumed {out} at step {trainer.step_count}")
     else:

@@ -511,9 +511,11 @@ class Trainer:
 
     def restore(self, path) -> None:
         """Load a checkpoint written by `save` into this trainer (same model shape)."""
+        self._restore(checkpoint.load(path, device=self.device), path)
+
+    def _restore(self, ck: checkpoint.Checkpoint, path) -> None:
         if self.is_alive:
             raise TrainerStateError("stop the run before restoring a checkpoint")
-        ck = checkpoint.load(path, device=self.device)
         if ck.model.config != self.model.config:
             raise CheckpointError(
                 f"{path} holds a model of shape {ck.model.config.to_dict()}, but this trainer's "
@@ -525,7 +527,8 @@ class Trainer:
             raise CheckpointError(f"{path} holds a model but no trainer state; save it with "
                                   "trainer.save(path)")
         with self.lock:
-            self.model.load_state_dict(ck.model.state_dict())
+            if ck.model is not self.model:
+                self.model.load_state_dict(ck.model.state_dict())
             self.config = replace(TrainConfig.from_dict(meta["config"]), device=self.config.device)
             self._check_fit(self.model, self.dataset, self.config)
             state: dict = {}
@@ -553,7 +556,11 @@ class Trainer:
     @classmethod
     def load(cls, path, dataset, device=None) -> Trainer:
         """A trainer rebuilt from a checkpoint: its model, settings and state."""
-        ck = checkpoint.load(path)
+        return cls.from_checkpoint(checkpoint.load(path), path, dataset, device)
+
+    @classmethod
+    def from_checkpoint(cls, ck: checkpoint.Checkpoint, path, dataset, device=None) -> Trainer:
+        """`load` for a checkpoint already read (`path` names it in errors)."""
         meta = ck.extra.get("trainer")
         if meta is None:
             raise CheckpointError(f"{path} holds no trainer state; save it with trainer.save(path)")
@@ -561,7 +568,7 @@ class Trainer:
         if device is not None:
             config = replace(config, device=str(device))
         trainer = cls(ck.model, dataset, config)
-        trainer.restore(path)
+        trainer._restore(ck, path)
         return trainer
 
 

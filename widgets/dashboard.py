@@ -94,8 +94,6 @@ class TrainingDashboard(W.VBox):
         self._draw_lock = threading.Lock()
         self._last_draw = 0.0
         self._samples: list[tuple[int, str, str]] = []  # (step, prompt, prompt + sample)
-        self._last_sample_step = -1
-        self._started_at: float | None = None
 
         btn = lambda label, icon, cls, tip: W.Button(  # noqa: E731
             description=label, icon=icon, tooltip=tip, layout=W.Layout(width="auto"),
@@ -216,7 +214,7 @@ class TrainingDashboard(W.VBox):
 
     def _on_trainer_step(self, trainer, row):
         every = self._sample_every()
-        if every and row["step"] % every == 0 and row["step"] != self._last_sample_step:
+        if every and row["step"] % every == 0:
             self._take_sample(row["step"])
         if time.monotonic() - self._last_draw >= self.refresh:
             self.redraw()
@@ -229,7 +227,6 @@ class TrainingDashboard(W.VBox):
         self.redraw(force=True)
 
     def _take_sample(self, step: int):
-        self._last_sample_step = step
         text = self.trainer.sample(self.prompt, self.sample_tokens, temperature=0.8,
                                    seed=step)
         self._samples.insert(0, (step, self.prompt, text))
@@ -281,8 +278,6 @@ class TrainingDashboard(W.VBox):
     def _on_start(self, _=None):
         self._apply_settings()
         self.clear_error()
-        if self._started_at is None:
-            self._started_at = time.monotonic()
         self.trainer.start()
         self._sync_buttons()
 
@@ -323,8 +318,6 @@ class TrainingDashboard(W.VBox):
         self._attach(trainer)
         self._apply_settings()
         self._samples.clear()
-        self._last_sample_step = -1
-        self._started_at = None
         self.samples.value = "<i>samples appear here as the model trains</i>"
         self.clear_error()
         self.redraw(force=True)
