@@ -19,13 +19,17 @@ from .errors import (
     TrainingError,
 )
 from .model import GPT, GPTConfig, best_device
+from .reading import reading
+from .sampling import generate, next_token_distribution
 from .tokenizers import BPETokenizer, CharTokenizer, GPT2Tokenizer
+from .train import TrainConfig, Trainer
 
 __version__ = "0.1.0"
 
 __all__ = [
     "GPT", "GPTConfig", "best_device", "CharTokenizer", "BPETokenizer", "GPT2Tokenizer",
     "load_corpus", "TokenDataset", "CORPORA", "checkpoint",
+    "Trainer", "TrainConfig", "generate", "next_token_distribution", "reading",
     "LmlabError", "ConfigError", "TokenizerError", "CorpusError", "CorpusUnavailable",
     "ChecksumError", "DataError", "CheckpointError", "TrainerStateError", "TrainingError",
 ]

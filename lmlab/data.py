@@ -7,6 +7,7 @@ Named corpora download once into a cache (`LMLAB_DATA_DIR`, else
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -249,6 +250,18 @@ class TokenDataset:
     @property
     def vocab_size(self) -> int:
         return self.tokenizer.vocab_size
+
+    def with_block_size(self, block_size: int) -> TokenDataset:
+        """The same tokens and split, cut into blocks of another length."""
+        if not isinstance(block_size, int) or block_size <= 0:
+            raise DataError(f"block_size={block_size!r} must be a positive integer")
+        for split, part in (("train", self.train_ids), ("val", self.val_ids)):
+            if len(part) and len(part) < block_size + 1:
+                raise DataError(f"the {split} split has {len(part)} tokens, fewer than one block of "
+                                f"{block_size} + 1; pick a shorter context")
+        other = copy.copy(self)
+        other.block_size = block_size
+        return other
 
     def __len__(self) -> int:
         return len(self.train_ids) + len(self.val_ids)

@@ -28,6 +28,14 @@ class History:
     def __len__(self) -> int:
         return len(self._rows)
 
+    def __repr__(self) -> str:
+        last = self.last()
+        if last is None:
+            return "History(no steps yet)"
+        val = next((r["val_loss"] for r in reversed(self._rows) if r["val_loss"] is not None), None)
+        return (f"History({len(self)} rows; step {last['step']}, train loss {last['train_loss']:.4f}"
+                + (f", last val loss {val:.4f}" if val is not None else "") + ")")
+
     def rows(self, start: int = 0) -> list[dict]:
         """Copies of the rows from index `start` on."""
         with self._lock:

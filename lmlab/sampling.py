@@ -58,8 +58,11 @@ class Distribution:
 
 def next_token_distribution(model, tokenizer, ids: list[int], temperature: float = 1.0,
                             top_k: int | None = None, top_p: float | None = None) -> Distribution:
-    """The model's distribution for the token after `ids`, before and after filtering."""
-    with torch.no_grad():
+    """The model's distribution for the token after `ids`, before and after filtering.
+    Read through `reading(model)`: eval mode, between training steps."""
+    from .reading import reading
+
+    with reading(model):
         logits = model(torch.tensor([ids], device=model.device)).logits[0, -1]
     raw = logits.float().softmax(-1)
     probs = filter_probs(logits, temperature, top_k, top_p)

@@ -1,16 +1,20 @@
-"""Training: `TrainConfig`, and `Trainer`, which runs steps blocking (`run`) or on a
-background thread (`start`, `pause`, `resume`, `stop`, `join`) that a notebook can
-watch through `History` and events.
+"""Training: `TrainConfig`, and `Trainer`, which runs steps blocking (`run`) or in the
+background (`start`, `pause`, `resume`, `stop`, `join` / `await wait()`), watched
+through `History`, events and periodic samples.
 
-Only the trainer owns a thread. It holds `trainer.lock` for the whole of each step,
-so `sample()` or attention capture from another thread never sees torn weights.
+Which thread or event loop drives the steps, and the one state machine that decides
+what may run, are in `runcontrol.py`. The trainer holds the model's lock
+(`reading.model_lock`) for the whole of each step, so `sample()`, next-token
+distributions or attention read through `reading()` never see torn weights.
+Observers (`on`) cannot break training: an exception in one is kept in
+`trainer.warnings` and training goes on.
 """
 
 from __future__ import annotations
 
+import collections
+import copy
 import math
-import signal
-import threading
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -20,13 +24,15 @@ import torch
 from . import checkpoint
 from .errors import CheckpointError, ConfigError, DataError, TrainerStateError, TrainingError
 from .history import History
-from .model import GPT, autocast, maybe_compile, resolve_device
+from .model import GPT, GPTConfig, autocast, maybe_compile, resolve_device
+from .reading import model_lock, reading
+from .runcontrol import RunControl
 from .sampling import generate
 
 SCHEDULES = ("cosine", "constant")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 DTYPES = ("float32", "bfloat16")
-EVENTS = ("step", "eval", "end", "error")
+EVENTS = ("step", "eval", "sample", "end", "error", "reset")
 
 
 @dataclass(frozen=True)
@@ -34,7 +40,7 @@ class TrainConfig:
     batch_size: int = 12
     max_steps: int = 2000
     learning_rate: float = 1e-3
-    min_lr: float = 1e-4  # where the cosine schedule ends
+    min_lr: float | None = None  # where the cosine schedule ends; None: learning_rate / 10
     warmup_steps: int = 100
     schedule: str = "cosine"
     lr_decay_steps: int | None = None  # cosine reaches min_lr here; None: max_steps
@@ -65,6 +71,8 @@ class TrainConfig:
             positive_int("lr_decay_steps")
         for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip", "momentum"):
             v = getattr(self, name)
+            if v is None and name == "min_lr":
+                continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ConfigError(f"{name}={v!r} must be a finite number >= 0")
         if self.learning_rate <= 0 or self.learning_rate > 10:
@@ -72,7 +80,7 @@ class TrainConfig:
                 f"learning_rate={self.learning_rate!r} must be in (0, 10]; "
                 "1e-3 suits small models with AdamW"
             )
-        if self.min_lr > self.learning_rate:
+        if self.min_lr is not None and self.min_lr > self.learning_rate:
             raise ConfigError(f"min_lr={self.min_lr} is above learning_rate={self.learning_rate}; "
                               "min_lr is where the cosine schedule ends (e.g. learning_rate / 10)")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
@@ -93,6 +101,11 @@ class TrainConfig:
             data["betas"] = tuple(data["betas"])
         return cls(**data)
 
+    @property
+    def final_lr(self) -> float:
+        """Where the cosine schedule ends: min_lr, or a tenth of learning_rate."""
+        return self.learning_rate / 10 if self.min_lr is None else self.min_lr
+
     def lr_at(self, step: int) -> float:
         """Learning rate for the step numbered `step` (0-based): linear warmup, then
         cosine to min_lr at lr_decay_steps (nanoGPT's schedule), or constant."""
@@ -102,9 +115,10 @@ class TrainConfig:
             return self.learning_rate
         decay = self.lr_decay_steps or self.max_steps
         if step >= decay:
-            return self.min_lr
+            return self.final_lr
         ratio = (step - self.warmup_steps) / max(1, decay - self.warmup_steps)
-        return self.min_lr + 0.5 * (1 + math.cos(math.pi * ratio)) * (self.learning_rate - self.min_lr)
+        low = self.final_lr
+        return low + 0.5 * (1 + math.cos(math.pi * ratio)) * (self.learning_rate - low)
 
 
 def _derived_seed(seed: int, stream: int) -> int:
@@ -127,6 +141,53 @@ def make_optimizer(model: GPT, config: TrainConfig, device: torch.device):
     return cls(groups, lr=lr, betas=tuple(config.betas), **extra)
 
 
+class Subscription:
+    """What `Trainer.on` returns: `remove()` unsubscribes (idempotent)."""
+
+    def __init__(self, trainer: Trainer, event: str, fn):
+        self.trainer, self.event, self.fn = trainer, event, fn
+
+    @property
+    def active(self) -> bool:
+        return self.fn in self.trainer._callbacks[self.event]
+
+    def remove(self) -> None:
+        self.trainer.off(self.event, self.fn)
+
+    def __repr__(self) -> str:
+        name = getattr(self.fn, "__qualname__", repr(self.fn))
+        return f"<Subscription {self.event} -> {name}{'' if self.active else ' (removed)'}>"
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """Periodic samples during training: every `every` steps (0: never), `tokens` tokens
+    after `prompt` at `temperature`, seeded by the step so they repeat."""
+
+    prompt: str
+    every: int = 250
+    tokens: int = 80
+    temperature: float = 0.8
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Weights, optimiser and RNG state at an evaluation, kept in memory for rollback."""
+
+    step: int
+    loss: float  # validation loss, or training loss when there is no validation split
+    tokens_seen: int
+    wall_time: float
+    evaluation: dict
+    model: dict
+    optimizer: dict
+    rng_batches: torch.Tensor
+    rng_torch: torch.Tensor
+
+
+HEALTHY_MARGIN = 1.1  # an evaluation within 10% of the best so far is healthy
+
+
 class Trainer:
     """Trains `model` on `dataset` (a `TokenDataset`) with `config` (a `TrainConfig`;
     keyword overrides are applied on top)."""
@@ -140,27 +201,29 @@ class Trainer:
         self._check_fit(model, dataset, config)
         if dataset.device != self.device:
             dataset.device = self.device
-        torch.manual_seed(config.seed)  # dropout
+        self._callbacks = {e: [] for e in EVENTS}
+        self._run = RunControl(self._run_step, self._target_reached, self._run_ended)
+        self._target = config.max_steps
+        self._after_step = None
+        self._fresh_state(config.seed)
+        default_prompt = dataset.tokenizer.decode(dataset.train_ids[:1].tolist())
+        self.sampling = SampleSettings(prompt=default_prompt, every=0)
+
+    def _fresh_state(self, seed: int) -> None:
+        torch.manual_seed(seed)  # dropout
         # batch offsets: a stream of its own, not a replay of the one that drew the weights
-        self.generator = torch.Generator().manual_seed(_derived_seed(config.seed, 1))
-        self.optimizer = make_optimizer(model, config, self.device)
-        self._forward = maybe_compile(model, config.compile)
+        self.generator = torch.Generator().manual_seed(_derived_seed(seed, 1))
+        self.optimizer = make_optimizer(self.model, self.config, self.device)
+        self._forward = maybe_compile(self.model, self.config.compile)
         self.history = History()
         self.step_count = 0
         self.tokens_seen = 0
         self.wall_time = 0.0  # seconds spent in steps and evaluations
         self.last_eval: dict | None = None
-        self.error: BaseException | None = None
-        self.lock = threading.RLock()
-        self._callbacks = {e: [] for e in EVENTS}
-        self._state = "idle"
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._unpaused = threading.Event()
-        self._parked = threading.Event()  # set while the paused loop waits
-        self._done = threading.Event()  # set when the thread's loop has ended
-        self._done.set()
-        self._target = config.max_steps
+        self.samples: collections.deque = collections.deque(maxlen=50)  # newest last
+        self.warnings: collections.deque = collections.deque(maxlen=20)  # observers' errors
+        self._snapshot: Snapshot | None = None
+        self._best_loss: float | None = None
 
     @staticmethod
     def _check_fit(model, dataset, config):
@@ -183,45 +246,58 @@ class Trainer:
                 "use more text or a smaller batch_size"
             )
 
+    @property
+    def lock(self):
+        """The model's lock: held for the whole of each step and by every read."""
+        return model_lock(self.model)
+
     # ---- events -------------------------------------------------------------------
 
-    def on(self, event: str, fn):
-        """Call `fn(trainer, payload)` on `event`: step (the row), eval (the losses),
-        end (the final state), error (the exception). Returns fn, so it can decorate."""
+    def on(self, event: str, fn) -> Subscription:
+        """Call `fn(trainer, payload)` on `event`: step (the History row), eval (the
+        losses), sample (a dict: step, prompt, text), end (the final state), error (the
+        exception that stopped training), reset (None: weights and history replaced).
+        Returns a `Subscription`; `.remove()` unsubscribes. An exception raised by `fn`
+        is kept in `trainer.warnings`; training goes on."""
         if event not in EVENTS:
             raise ConfigError(f"unknown event {event!r}; choose one of {list(EVENTS)}")
         self._callbacks[event].append(fn)
-        return fn
+        return Subscription(self, event, fn)
 
     def on_step(self, fn):
-        return self.on("step", fn)
+        """Decorator form of `on("step", fn)`; returns fn."""
+        self.on("step", fn)
+        return fn
 
     def on_eval(self, fn):
-        return self.on("eval", fn)
+        self.on("eval", fn)
+        return fn
 
     def on_end(self, fn):
-        return self.on("end", fn)
+        self.on("end", fn)
+        return fn
 
     def on_error(self, fn):
-        return self.on("error", fn)
+        self.on("error", fn)
+        return fn
 
     def off(self, event: str, fn) -> None:
         """Unsubscribe `fn` from `event` (nothing happens if it was not subscribed)."""
         if fn in self._callbacks.get(event, ()):
             self._callbacks[event].remove(fn)
 
-    def _emit(self, event: str, payload):
+    def callback_count(self) -> int:
+        """How many observers are subscribed, over all events."""
+        return sum(len(fns) for fns in self._callbacks.values())
+
+    def _emit(self, event: str, payload) -> None:
         for fn in list(self._callbacks[event]):
             try:
                 fn(self, payload)
-            except Exception as e:
-                if event == "error":
-                    continue  # never let a failing error handler hide the first error
-                raise TrainingError(
-                    f"the {event} callback {getattr(fn, '__name__', fn)!r} raised "
-                    f"{type(e).__name__}: {e} after step {self.step_count}; the step itself "
-                    "completed and the model is consistent"
-                ) from e
+            except Exception as e:  # an observer never stops training
+                name = getattr(fn, "__qualname__", None) or repr(fn)
+                self.warnings.append(f"step {self.step_count}: the {event} observer {name} raised "
+                                     f"{type(e).__name__}: {e}")
 
     # ---- one step -------------------------------------------------------------------
 
@@ -229,8 +305,25 @@ class Trainer:
         return self.config.lr_at(self.step_count)
 
     def step(self) -> dict:
-        """One optimisation step; returns its History row. Weights change only when the
-        loss and the gradient norm are finite."""
+        """One optimisation step by hand (idle, paused or after a run); returns its
+        History row. Weights change only when the loss and the gradient norm are finite."""
+        return self._run.manual_step()
+
+    def _run_step(self) -> dict:
+        """A step with what follows it: events, periodic sample, rollback snapshot."""
+        row, evaluated = self._step()
+        self._emit("step", row)
+        if evaluated is not None:
+            self._keep_if_healthy(evaluated)
+            self._emit("eval", evaluated)
+        every = self.sampling.every
+        if every and self.step_count % every == 0:
+            self._emit("sample", self._periodic_sample())
+        if self._after_step is not None:
+            self._after_step()
+        return row
+
+    def _step(self) -> tuple[dict, dict | None]:
         cfg = self.config
         with self.lock:
             t0 = time.perf_counter()
@@ -266,17 +359,17 @@ class Trainer:
                 row["val_loss"] = evaluated["val_loss"]
                 row["wall_time"] = self.wall_time
             self.history.append(row)
-        self._emit("step", row)
-        if evaluated is not None:
-            self._emit("eval", evaluated)
-        return row
+        return row, evaluated
 
     def _non_finite(self, what: str, value: float):
         self.optimizer.zero_grad(set_to_none=True)
+        back = self.rollback_point
+        undo = (f"trainer.rollback() returns to step {back[0]} (val loss {back[1]:.4f}), the last "
+                "healthy evaluation" if back else "trainer.reset() starts again from fresh weights")
         raise TrainingError(
-            f"the {what} became {value} at step {self.step_count + 1}; the weights of step "
-            f"{self.step_count} are kept. Lower the learning rate (now {self.lr():.3g}; "
-            f"try {self.config.learning_rate / 3:.3g}) or keep grad_clip on"
+            f"the {what} became {value} at step {self.step_count + 1}: training diverged and the "
+            f"weights of step {self.step_count} are kept. {undo}; then train with a lower "
+            f"learning rate (it was {self.lr():.3g} at this step)"
         )
 
     @torch.no_grad()
@@ -307,119 +400,193 @@ class Trainer:
             self.last_eval = out
         return out
 
+    # ---- reading the model --------------------------------------------------------------
+
+    def reading(self, seed: int | None = None):
+        """Context manager: read the model between steps (eval mode, no dropout, the
+        model's lock, a generator of its own, seeded by `seed`). See `lmlab.reading`."""
+        return reading(self.model, seed)
+
     def sample(self, prompt: str = "\n", max_new_tokens: int = 200, temperature: float = 1.0,
                top_k: int | None = None, top_p: float | None = None,
                seed: int | None = None) -> str:
-        """The prompt and its continuation. Safe while the thread trains: it holds the
-        trainer's lock, so it reads the weights between two steps."""
+        """The prompt and its continuation. Safe while training: it reads the weights
+        between two steps, in eval mode, without touching the global RNG."""
         tokenizer = self.dataset.tokenizer
         ids = tokenizer.encode(prompt)
-        gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        with self.lock:
+        with self.reading(seed) as gen:
             new = generate(self.model, ids, max_new_tokens, temperature, top_k, top_p, gen)
         return prompt + tokenizer.decode(new)
 
-    # ---- background thread -----------------------------------------------------------
+    def set_sampling(self, prompt: str | None = None, every: int | None = None,
+                     tokens: int | None = None, temperature: float | None = None) -> SampleSettings:
+        """Settings of the periodic samples taken during training (the `sample` event and
+        `trainer.samples`); what is not given stays. The prompt is encoded now, so a
+        prompt the tokenizer cannot encode is refused with the tokenizer's message."""
+        new = replace(self.sampling, **{k: v for k, v in dict(
+            prompt=prompt, every=every, tokens=tokens, temperature=temperature).items()
+            if v is not None})
+        if isinstance(new.every, bool) or not isinstance(new.every, int) or new.every < 0:
+            raise ConfigError(f"every={new.every!r} must be a whole number of steps (0: never)")
+        if isinstance(new.tokens, bool) or not isinstance(new.tokens, int) or new.tokens < 1:
+            raise ConfigError(f"tokens={new.tokens!r} must be a positive whole number")
+        if not new.temperature >= 0:
+            raise ConfigError(f"temperature={new.temperature!r} must be >= 0 (0: greedy)")
+        if not new.prompt:
+            raise ConfigError("the sample prompt is empty; give at least one character")
+        self.dataset.tokenizer.encode(new.prompt)
+        self.sampling = new
+        return new
+
+    def _periodic_sample(self) -> dict:
+        s = self.sampling
+        text = self.sample(s.prompt, s.tokens, temperature=s.temperature, seed=self.step_count)
+        sample = {"step": self.step_count, "prompt": s.prompt, "text": text[len(s.prompt):],
+                  "temperature": s.temperature}
+        self.samples.append(sample)
+        return sample
+
+    # ---- rollback ------------------------------------------------------------------------
+
+    def _keep_if_healthy(self, evaluation: dict) -> None:
+        """Keep the weights of an evaluation within 10% of the best so far (one snapshot,
+        in memory), so that a diverged run can go back to it."""
+        loss = evaluation["val_loss"] if evaluation.get("val_loss") is not None \
+            else evaluation["train_loss"]
+        if not math.isfinite(loss):
+            return
+        if self._best_loss is not None and loss > self._best_loss * HEALTHY_MARGIN:
+            return
+        self._best_loss = loss if self._best_loss is None else min(loss, self._best_loss)
+        with self.lock:
+            self._snapshot = Snapshot(
+                step=self.step_count, loss=loss, tokens_seen=self.tokens_seen,
+                wall_time=self.wall_time, evaluation=dict(evaluation),
+                model={k: v.detach().clone() for k, v in self.model.state_dict().items()},
+                optimizer=copy.deepcopy(self.optimizer.state_dict()),
+                rng_batches=self.generator.get_state(), rng_torch=torch.get_rng_state())
+
+    @property
+    def rollback_point(self) -> tuple[int, float] | None:
+        """(step, validation loss) of the last healthy evaluation, or None."""
+        s = self._snapshot
+        return (s.step, s.loss) if s is not None else None
+
+    def rollback(self) -> int:
+        """Go back to the weights, optimiser state and history of the last healthy
+        evaluation (see `rollback_point`), e.g. after a learning rate that diverged.
+        Returns that step. Refused while a run is active."""
+        self._run.reset()
+        s = self._snapshot
+        if s is None:
+            raise TrainerStateError("there is no healthy evaluation to go back to yet; "
+                                    "trainer.reset() starts again from fresh weights")
+        with self.lock:
+            self.model.load_state_dict(s.model)
+            self.optimizer.load_state_dict(copy.deepcopy(s.optimizer))
+            self.generator.set_state(s.rng_batches)
+            torch.set_rng_state(s.rng_torch)
+            self.step_count, self.tokens_seen, self.wall_time = s.step, s.tokens_seen, s.wall_time
+            self.last_eval = dict(s.evaluation)
+            self.history = History(r for r in self.history.rows() if r["step"] <= s.step)
+            while self.samples and self.samples[-1]["step"] > s.step:
+                self.samples.pop()
+        self._emit("reset", None)
+        return s.step
+
+    def reset(self, config: GPTConfig | None = None, **changes) -> None:
+        """Start again on this same trainer: fresh weights (a model of `config`, or of
+        this model's shape with `changes`, e.g. n_layer=2), a fresh optimiser, step 0,
+        history, samples and rollback point cleared. The training settings stay. The
+        model object is kept when its shape does not change."""
+        self._run.reset()
+        shape = (config or self.model.config).replace(**changes)
+        dataset = self.dataset
+        if shape.block_size != dataset.block_size:
+            dataset = dataset.with_block_size(shape.block_size)
+        with self.lock:
+            torch.manual_seed(self.config.seed)
+            if shape == self.model.config:
+                self.model.reset_parameters()
+            else:
+                model = GPT(shape).to(self.device)
+                self._check_fit(model, dataset, self.config)
+                self.model = model
+            self.dataset = dataset
+            self._fresh_state(self.config.seed)
+        self._target = self.config.max_steps
+        self._emit("reset", None)
+
+    # ---- runs ------------------------------------------------------------------------------
 
     @property
     def state(self) -> str:
-        """idle, running, paused, stopped, finished or failed."""
-        return self._state
+        """idle, running, pausing, paused, stopping, stopped, finished or failed."""
+        return self._run.state
 
     @property
     def is_alive(self) -> bool:
-        # an Event, not Thread.is_alive: a join interrupted by Ctrl-C can mark a live
-        # thread as stopped
-        return not self._done.is_set()
+        """True while a run is active (running, pausing, paused or stopping)."""
+        return self._run.is_alive
 
-    def _begin(self, steps: int | None) -> None:
-        """Check that a run may begin, and set the flags of a running one."""
+    @property
+    def driver(self) -> str | None:
+        """What drives (or drove) the run: loop, thread or blocking."""
+        return self._run.driver
+
+    @property
+    def error(self) -> BaseException | None:
+        """The exception that stopped the last run, if any."""
+        return self._run.error
+
+    def _target_reached(self) -> bool:
+        return self.step_count >= self._target
+
+    def _run_ended(self, state: str, error: BaseException | None) -> None:
+        self._emit("error" if error is not None else "end", error if error is not None else state)
+
+    def _prepare(self, steps: int | None) -> None:
         if self.is_alive:
             raise TrainerStateError(
-                f"the trainer is already {self._state}; use pause(), resume() or stop()"
-            )
+                f"the trainer is already {self.state}; use pause(), resume() or stop()")
         target = self.step_count + steps if steps else self.config.max_steps
         if self.step_count >= target:
             raise TrainerStateError(
                 f"already at step {self.step_count} of max_steps={self.config.max_steps}; "
                 "raise max_steps (trainer.update_config(max_steps=...)) or pass steps=N"
             )
+        if self._snapshot is None and self.step_count == 0:
+            self._keep_if_healthy(self.evaluate())  # so that even the first steps can be undone
         self._target = target
-        self.error = None
-        self._stop.clear()
-        self._unpaused.set()
-        self._state = "running"
-        self._done.clear()
 
-    def start(self, steps: int | None = None) -> None:
-        """Train on a background thread until max_steps (or `steps` more steps); the
-        notebook stays free meanwhile."""
-        self._begin(steps)
-        self._thread = threading.Thread(target=self._loop, name="lmlab-trainer", daemon=True)
-        self._thread.start()
-
-    def _loop(self):
-        try:
-            self._train_until_target()
-        finally:
-            self._done.set()
-
-    def _train_until_target(self, after_step=None):
-        try:
-            while self.step_count < self._target:
-                if not self._unpaused.is_set():
-                    self._parked.set()
-                    self._unpaused.wait()
-                    self._parked.clear()
-                if self._stop.is_set():
-                    break
-                self.step()
-                if after_step is not None:
-                    after_step()
-        except BaseException as e:  # kept and reported, never lost
-            self.error = e
-            self._state = "failed"
-            self._emit("error", e)
-            return
-        self._state = "stopped" if self._stop.is_set() else "finished"
-        try:
-            self._emit("end", self._state)
-        except TrainingError as e:
-            self.error = e
-            self._state = "failed"
-            self._emit("error", e)
+    def start(self, steps: int | None = None, driver: str = "auto") -> None:
+        """Train in the background until max_steps (or `steps` more steps). In a notebook
+        (a running event loop on this thread) the steps run on that loop between cells,
+        at full speed; elsewhere on a thread. `driver` forces "loop" or "thread"."""
+        self._prepare(steps)
+        self._run.start(driver)
 
     def pause(self, wait: bool = True) -> None:
-        """Pause after the step in progress; with `wait`, return once it has finished."""
-        if self._state != "running":
-            raise TrainerStateError(f"cannot pause: the trainer is {self._state}, not running")
-        if self._thread is None or not self._thread.is_alive():
-            raise TrainerStateError("pause() is for runs begun with start(); stop() ends a "
-                                    "blocking run()")
-        self._unpaused.clear()
-        self._state = "paused"
-        if wait and threading.current_thread() is not self._thread:
-            while not (self._parked.wait(0.05) or self._done.is_set()):
-                pass
+        """Pause after the step in progress; with `wait`, return once no step is in
+        progress."""
+        self._run.pause(wait)
 
     def resume(self) -> None:
-        if self._state != "paused":
-            raise TrainerStateError(
-                f"cannot resume: the trainer is {self._state}, not paused; start() a new run"
-            )
-        self._state = "running"
-        self._unpaused.set()
+        self._run.resume()
 
     def stop(self, wait: bool = True) -> None:
-        """Stop after the step in progress (safe from any thread); no-op when idle."""
-        self._stop.set()
-        self._unpaused.set()
-        if wait and threading.current_thread() is not self._thread:
-            self._done.wait()
+        """Stop after the step in progress (safe from any thread); a no-op when no run is
+        active."""
+        self._run.stop(wait)
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait for the thread; True when it has ended."""
-        return self._done.wait(timeout)
+        """Wait for the run to end; True when it has. In a notebook whose trainer runs on
+        the kernel's event loop, use `await trainer.wait()` instead."""
+        return self._run.join(timeout)
+
+    async def wait(self) -> None:
+        """`await trainer.wait()`: the end of the run, without blocking the event loop."""
+        await self._run.wait()
 
     def run(self, steps: int | None = None, progress: bool = True,
             after_step=None) -> History:
@@ -428,16 +595,10 @@ class Trainer:
 
         Ctrl-C (or the notebook's stop button) stops it after the step in progress, so
         the model is always left whole. Raises the error that stopped training, if any.
-        Training here is faster than on start()'s thread: OpenMP runs one thread pool
-        per Python thread that uses it, and two pools oversubscribe the cores.
         """
         from tqdm.auto import tqdm
 
-        self._begin(steps)
-        self._thread = threading.current_thread()
-        previous = None
-        if self._thread is threading.main_thread():
-            previous = signal.signal(signal.SIGINT, lambda *_: self.stop(wait=False))
+        self._prepare(steps)
         bar = tqdm(total=self._target, initial=self.step_count, disable=not progress,
                    unit="step", dynamic_ncols=True, mininterval=0.25)
 
@@ -447,12 +608,11 @@ class Trainer:
             if after_step is not None:
                 after_step()
 
+        self._after_step = tick
         try:
-            self._train_until_target(tick)
+            self._run.run_blocking()
         finally:
-            self._done.set()
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            self._after_step = None
             self._update_bar(bar)
             bar.close()
         if self.error is not None:
@@ -473,7 +633,7 @@ class Trainer:
     def update_config(self, **changes) -> None:
         """Change settings between runs (e.g. learning_rate, max_steps, batch_size)."""
         if self.is_alive:
-            raise TrainerStateError("stop or finish the run before changing its settings")
+            raise TrainerStateError("stop the run before changing its settings")
         config = replace(self.config, **changes)
         self._check_fit(self.model, self.dataset, config)
         self.config = config
@@ -514,8 +674,7 @@ class Trainer:
         self._restore(checkpoint.load(path, device=self.device), path)
 
     def _restore(self, ck: checkpoint.Checkpoint, path) -> None:
-        if self.is_alive:
-            raise TrainerStateError("stop the run before restoring a checkpoint")
+        self._run.reset()  # refused while a run is active
         if ck.model.config != self.model.config:
             raise CheckpointError(
                 f"{path} holds a model of shape {ck.model.config.to_dict()}, but this trainer's "
@@ -551,7 +710,10 @@ class Trainer:
             self.history = History(meta["history"])
             self._forward = maybe_compile(self.model, self.config.compile)
             self._target = self.config.max_steps
-            self._state = "idle"
+            self.last_eval = None
+            self.samples.clear()
+            self._snapshot, self._best_loss = None, None
+        self._emit("reset", None)
 
     @classmethod
     def load(cls, path, dataset, device=None) -> Trainer:

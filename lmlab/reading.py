@@ -1,0 +1,49 @@
+"""The one read path into a model that may be training.
+
+Sampling, next-token distributions, attention and embeddings all read a model
+through `reading(model)`: the model's lock (the trainer holds the same lock for the
+whole of each step, so a reader never sees half-updated weights), eval mode (no
+dropout), no autograd, and a random generator of its own, so reading never draws
+from the global RNG that drives dropout. The training mode is restored after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import threading
+import weakref
+
+import torch
+
+_locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_guard = threading.Lock()
+
+
+def model_lock(model: torch.nn.Module) -> threading.RLock:
+    """The lock shared by everything that trains or reads `model` (created on first use,
+    forgotten with the model)."""
+    with _guard:
+        lock = _locks.get(model)
+        if lock is None:
+            lock = _locks[model] = threading.RLock()
+        return lock
+
+
+@contextlib.contextmanager
+def reading(model: torch.nn.Module, seed: int | None = None):
+    """Read `model` between training steps: yields a CPU `torch.Generator` seeded with
+    `seed` (or fresh entropy when None) for any sampling done inside.
+
+        with reading(model, seed=0) as gen:
+            ids = generate(model, prompt_ids, 20, generator=gen)
+    """
+    generator = torch.Generator().manual_seed(secrets.randbits(63) if seed is None else seed)
+    with model_lock(model):
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                yield generator
+        finally:
+            model.train(was_training)
