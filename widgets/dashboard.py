@@ -1,22 +1,25 @@
-"""`TrainingDashboard`: start, pause, step and reset a trainer and watch it learn."""
+"""`TrainingDashboard`: start, pause, step, reset and roll back a trainer, and watch it
+learn: live loss and learning-rate charts, status, and the trainer's own samples."""
 
 from __future__ import annotations
 
 import html
 import math
-import threading
 import time
 
 import ipywidgets as W
-import plotly.graph_objects as go
 
-from lmlab.errors import LmlabError
+from lmlab.errors import LmlabError, TrainingError
 from lmlab.history import downsample, smooth
-from lmlab.model import GPT, PRESETS
+from lmlab.model import PRESETS
 from lmlab.train import Trainer
 
+from ._view import REFRESH_S, TrainerView, message_html
+from .chart import LineChart, line
+
 MAX_POINTS = 1000  # per curve, however long the run
-REFRESH_S = 0.25  # at most four redraws a second
+BLOCKING_TIP = ("training runs in this cell (dashboard.run()), which blocks the kernel: stop it "
+                "with the kernel's interrupt (the ■ button, or I I)")
 
 
 def _fmt_time(seconds: float | None) -> str:
@@ -42,6 +45,13 @@ class LossCurves:
         self.val_rows: list[dict] = []
         self._ema = None
 
+    def catch_up(self, history) -> None:
+        """Add the rows `history` gained since the last call (all of them after a reset
+        or a rollback shortened it)."""
+        if len(history) < len(self.rows):
+            self.reset()
+        self.add(history.rows(len(self.rows)))
+
     def add(self, rows: list[dict]):
         values, self._ema = smooth([r["train_loss"] for r in rows], self.smoothing, self._ema)
         self.rows.extend(rows)
@@ -63,81 +73,80 @@ class LossCurves:
         }
 
 
-def loss_figure(height: int = 320, width: int = 620) -> go.FigureWidget:
-    fig = go.FigureWidget(layout=dict(
-        height=height, width=width, margin=dict(l=50, r=10, t=30, b=40), title="loss",
-        xaxis_title="step", yaxis_title="cross-entropy (nats/token)",
-        legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"), template="plotly_white"))
-    fig.add_scatter(name="train (raw)", mode="lines", line=dict(width=1, color="#1f77b4"),
-                    opacity=0.3)
-    fig.add_scatter(name="train (smoothed)", mode="lines", line=dict(width=2, color="#1f77b4"))
-    fig.add_scatter(name="validation", mode="lines+markers", line=dict(width=2, color="#d62728"))
-    return fig
+def _button(label, icon, cls, tip):
+    return W.Button(description=label, icon=icon, tooltip=tip, layout=W.Layout(width="auto"),
+                    _dom_classes=("lmlab-btn", cls))
 
 
-class TrainingDashboard(W.VBox):
-    """Controls, live loss and learning-rate charts, status and samples for a `Trainer`.
+def _box(value, label, cls, tip, width="170px"):
+    return W.Text(str(value), description=label, tooltip=tip, continuous_update=False,
+                  style={"description_width": "initial"}, layout=W.Layout(width=width),
+                  _dom_classes=(cls,))
 
-    Training runs on the trainer's thread: the notebook stays usable. Charts redraw
-    at most every `refresh` seconds from the accumulated history, in one batch.
+
+def _wrap(children, align_items="center"):
+    """A row that wraps onto the next line when the notebook is narrow."""
+    return W.Box(children, layout=W.Layout(display="flex", flex_flow="row wrap",
+                                           align_items=align_items, width="100%"))
+
+
+class TrainingDashboard(TrainerView, W.VBox):
+    """Controls, live charts, status and samples for a `Trainer`.
+
+    In a notebook, Start trains on the kernel's event loop between cells, at full
+    speed; the notebook stays usable and clicks act after the step in progress. The
+    view redraws at most every `refresh` seconds; every number comes from the trainer.
     """
 
     def __init__(self, trainer: Trainer, *, prompt: str | None = None, sample_every: int = 250,
                  sample_tokens: int = 80, refresh: float = REFRESH_S,
                  max_points: int = MAX_POINTS):
+        trainer.set_sampling(prompt=prompt, every=sample_every, tokens=sample_tokens)
         self.trainer = trainer
-        self.prompt = prompt if prompt is not None else trainer.dataset.tokenizer.decode(
-            trainer.dataset.train_ids[:1].tolist())
-        self.sample_tokens = sample_tokens
-        self.refresh = refresh
         self.curves = LossCurves(max_points)
-        self._draw_lock = threading.Lock()
-        self._last_draw = 0.0
-        self._samples: list[tuple[int, str, str]] = []  # (step, prompt, prompt + sample)
-
-        btn = lambda label, icon, cls, tip: W.Button(  # noqa: E731
-            description=label, icon=icon, tooltip=tip, layout=W.Layout(width="auto"),
-            _dom_classes=("lmlab-btn", cls))
-        self.start_button = btn("Start", "play", "lmlab-start", "train on a background thread")
-        self.pause_button = btn("Pause", "pause", "lmlab-pause", "pause / resume after this step")
-        self.stop_button = btn("Stop", "stop", "lmlab-stop", "stop after this step")
-        self.step_button = btn("Step", "step-forward", "lmlab-step-once", "one optimisation step")
-        self.reset_button = btn("Reset", "refresh", "lmlab-reset",
-                                "fresh weights (model settings below), history cleared")
+        self._last_state = None
         cfg = trainer.config
-        small = W.Layout(width="200px")
-        wide = {"description_width": "initial"}
-        self.lr_input = W.Text(str(cfg.learning_rate), description="learning rate", style=wide,
-                               layout=small, continuous_update=False,
-                               _dom_classes=("lmlab-lr",))
-        self.batch_input = W.Text(str(cfg.batch_size), description="batch size", style=wide, layout=small,
-                                  continuous_update=False, _dom_classes=("lmlab-batch",))
-        self.steps_input = W.Text(str(cfg.max_steps), description="max steps", style=wide, layout=small,
-                                  continuous_update=False, _dom_classes=("lmlab-max-steps",))
-        self.sample_every_input = W.Text(str(sample_every), description="sample every", style=wide,
-                                         layout=small, continuous_update=False,
-                                         _dom_classes=("lmlab-sample-every",))
+
+        self.start_button = _button("Start", "play", "lmlab-start",
+                                    "train in the background; the notebook stays usable")
+        self.pause_button = _button("Pause", "pause", "lmlab-pause", "pause / resume after this step")
+        self.stop_button = _button("Stop", "stop", "lmlab-stop", "stop after this step")
+        self.step_button = _button("Step", "step-forward", "lmlab-step-once", "one training step")
+        self.reset_button = _button("Reset", "refresh", "lmlab-reset",
+                                    "fresh weights (model settings below), history cleared")
+        self.back_button = _button("Back", "undo", "lmlab-back",
+                                   "return to the weights of the last healthy evaluation")
+        self.lr_input = _box(cfg.learning_rate, "learning rate", "lmlab-lr",
+                             "peak learning rate; the schedule ends at a tenth of it")
+        self.batch_input = _box(cfg.batch_size, "batch size", "lmlab-batch", "sequences per step")
+        self.steps_input = _box(cfg.max_steps, "max steps", "lmlab-max-steps", "train until this step")
+        self.sample_every_input = _box(sample_every, "sample every", "lmlab-sample-every",
+                                       "steps between samples (0: never)")
+        self.prompt_input = _box(trainer.sampling.prompt, "prompt", "lmlab-prompt",
+                                 "the samples continue this text", width="220px")
         mc = trainer.model.config
+        small = W.Layout(width="150px")
+        wide = {"description_width": "initial"}
         self.preset_input = W.Dropdown(options=["custom", *PRESETS], value="custom",
                                        description="model", style=wide, layout=small)
-        self.layers_input = W.BoundedIntText(mc.n_layer, min=1, max=48, description="layers", style=wide,
-                                             layout=small)
-        self.heads_input = W.BoundedIntText(mc.n_head, min=1, max=64, description="heads", style=wide,
-                                            layout=small)
-        self.width_input = W.BoundedIntText(mc.n_embd, min=1, max=4096, description="width", style=wide,
-                                            layout=small)
+        self.layers_input = W.BoundedIntText(mc.n_layer, min=1, max=48, description="layers",
+                                             style=wide, layout=small)
+        self.heads_input = W.BoundedIntText(mc.n_head, min=1, max=64, description="heads",
+                                            style=wide, layout=small)
+        self.width_input = W.BoundedIntText(mc.n_embd, min=1, max=4096, description="width",
+                                            style=wide, layout=small)
         self.context_input = W.BoundedIntText(mc.block_size, min=1, max=4096,
                                               description="context", style=wide, layout=small)
         self.x_axis = W.ToggleButtons(options=["steps", "tokens"], value="steps",
-                                      style={"button_width": "70px"})
+                                      style={"button_width": "64px"})
         self.log_y = W.Checkbox(False, description="log y", indent=False,
                                 layout=W.Layout(width="80px"))
 
-        self.loss_fig = loss_figure()
-        self.lr_fig = go.FigureWidget(layout=dict(
-            height=170, width=620, margin=dict(l=50, r=10, t=30, b=30), title="learning rate",
-            template="plotly_white", showlegend=False))
-        self.lr_fig.add_scatter(mode="lines", line=dict(width=2, color="#2ca02c"))
+        self.loss_chart = LineChart(title="loss", x_label="step",
+                                    y_label="cross-entropy (nats/token)", height=300,
+                                    _dom_classes=("lmlab-loss-chart",))
+        self.lr_chart = LineChart(title="learning rate", x_label="step", height=170,
+                                  _dom_classes=("lmlab-lr-chart",))
 
         self.progress = W.FloatProgress(0, min=0, max=1, layout=W.Layout(width="100%"),
                                         _dom_classes=("lmlab-progress",))
@@ -145,180 +154,213 @@ class TrainingDashboard(W.VBox):
         self.stats = W.HTML(_dom_classes=("lmlab-stats",))
         self.state_label = W.HTML(_dom_classes=("lmlab-state",))
         self.error = W.HTML("", _dom_classes=("lmlab-error",))
-        self.samples = W.HTML("<i>samples appear here as the model trains</i>",
-                              _dom_classes=("lmlab-samples",),
-                              layout=W.Layout(max_height="260px", overflow="auto"))
+        self.samples = W.HTML("", _dom_classes=("lmlab-samples",),
+                              layout=W.Layout(max_height="420px", overflow="auto"))
 
-        self.start_button.on_click(self._guard(self._on_start))
-        self.pause_button.on_click(self._guard(self._on_pause))
-        self.stop_button.on_click(self._guard(self._on_stop))
-        self.step_button.on_click(self._guard(self._on_step_once))
-        self.reset_button.on_click(self._guard(self._on_reset))
-        for box in (self.lr_input, self.batch_input, self.steps_input, self.sample_every_input):
-            box.observe(self._guard(self._on_setting), "value")
-        self.preset_input.observe(self._guard(self._on_preset), "value")
+        for button, handler in ((self.start_button, self._on_start),
+                                (self.pause_button, self._on_pause),
+                                (self.stop_button, self._on_stop),
+                                (self.step_button, self._on_step_once),
+                                (self.reset_button, self._on_reset),
+                                (self.back_button, self._on_back)):
+            button.on_click(self.guarded(handler))
+        for box in (self.lr_input, self.batch_input, self.steps_input):
+            box.observe(self.guarded(self._on_setting), "value")
+        self.sample_every_input.observe(self.guarded(self._on_sampling), "value")
+        self.prompt_input.observe(self.guarded(self._on_sampling), "value")
+        self.preset_input.observe(self.guarded(self._on_preset), "value")
         self.x_axis.observe(lambda _: self.redraw(force=True), "value")
-        self.log_y.observe(self._guard(self._on_log_y), "value")
+        self.log_y.observe(lambda _: self.redraw(force=True), "value")
 
-        controls = W.HBox([self.start_button, self.pause_button, self.stop_button,
-                           self.step_button, self.reset_button, self.state_label])
-        settings = W.HBox([self.lr_input, self.batch_input, self.steps_input,
-                           self.sample_every_input])
-        model_row = W.HBox([self.preset_input, self.layers_input, self.heads_input,
-                            self.width_input, self.context_input])
-        status = W.VBox([W.HBox([self.counter, self.stats]), self.progress, self.error])
-        chart_opts = W.HBox([W.Label("x axis"), self.x_axis, self.log_y])
+        controls = _wrap([self.start_button, self.pause_button, self.stop_button,
+                          self.step_button, self.reset_button, self.back_button, self.state_label])
+        settings = _wrap([self.lr_input, self.batch_input, self.steps_input,
+                          self.sample_every_input, self.prompt_input])
+        model_row = _wrap([self.preset_input, self.layers_input, self.heads_input,
+                           self.width_input, self.context_input])
+        status = W.VBox([_wrap([self.counter, self.stats]), self.progress, self.error])
+        charts = W.VBox([_wrap([W.Label("x axis"), self.x_axis, self.log_y]),
+                         self.loss_chart, self.lr_chart],
+                        layout=W.Layout(flex="1 1 440px", min_width="0"))
         right = W.VBox([W.HTML("<b>samples</b> (newest first)"), self.samples],
-                       layout=W.Layout(flex="1 1 300px", padding="0 0 0 10px"))
-        charts = W.VBox([chart_opts, self.loss_fig, self.lr_fig],
-                        layout=W.Layout(flex="0 0 630px"))
+                       layout=W.Layout(flex="1 1 260px", min_width="0", padding="0 0 0 10px"))
         super().__init__([controls, settings, W.Accordion([model_row], titles=("new model",)),
-                          status, W.HBox([charts, right])],
-                         _dom_classes=("lmlab-dashboard",))
-        self._attach(trainer)
+                          status, _wrap([charts, right], align_items="flex-start")],
+                         _dom_classes=("lmlab-dashboard",), layout=W.Layout(max_width="100%"))
+        self._tips = {b.description: b.tooltip for b in self._controls()}
+        self._tips["Resume"] = self._tips["Pause"]
+        self._init_view([trainer], refresh)
+        for event in ("step", "eval"):
+            self._watch(trainer, event, "_tick")
+        self._watch(trainer, "sample", "_on_sample")
+        self._watch(trainer, "end", "_on_end")
+        self._watch(trainer, "error", "_on_failure")
+        self._watch(trainer, "reset", "_on_trainer_reset")
+        self._draw_samples()
         self.redraw(force=True)
 
-    # ---- wiring ----------------------------------------------------------------------
+    def _controls(self):
+        return [self.start_button, self.pause_button, self.stop_button, self.step_button,
+                self.reset_button, self.back_button]
 
-    def _attach(self, trainer: Trainer):
-        self.trainer = trainer
-        trainer.on_step(self._on_trainer_step)
-        trainer.on_end(self._on_trainer_end)
-        trainer.on_error(self._on_trainer_error)
+    def _show(self, message: str, kind: str) -> None:
+        self._message_kind = kind
+        self.error.value = message_html(message, kind)
+
+    def clear_error(self, keep_view_errors: bool = False):
+        if not (keep_view_errors and getattr(self, "_message_kind", "") == "view-error"):
+            self.error.value = ""
+
+    # ---- trainer events ------------------------------------------------------------------
+
+    def _on_sample(self, trainer, sample):
+        self._draw_samples()
+
+    def _on_end(self, trainer, state):
+        self.redraw(force=True)
+
+    def _on_failure(self, trainer, error):
+        self.redraw(force=True)
+        self._show(self._failure_message(error), "error")
+
+    def _on_trainer_reset(self, trainer, _):
         self.curves.reset()
-        self.curves.add(trainer.history.rows())
-
-    def _detach(self):
-        for event, fn in (("step", self._on_trainer_step), ("end", self._on_trainer_end),
-                          ("error", self._on_trainer_error)):
-            self.trainer.off(event, fn)
-
-    def _guard(self, handler):
-        """Run a UI handler; an error is shown in the status line, never raised."""
-        def run(*args):
-            try:
-                handler(*args)
-            except Exception as e:  # the widget must stay usable
-                self.show_error(e)
-        return run
-
-    def show_error(self, error):
-        message = str(error) if isinstance(error, LmlabError) else f"{type(error).__name__}: {error}"
-        self.error.value = (f'<div style="color:#c00;white-space:pre-wrap">'
-                            f'{html.escape(message, quote=False)}</div>')
-
-    def clear_error(self):
-        self.error.value = ""
-
-    # ---- trainer events (on the trainer's thread) --------------------------------------
-
-    def _on_trainer_step(self, trainer, row):
-        every = self._sample_every()
-        if every and row["step"] % every == 0:
-            self._take_sample(row["step"])
-        if time.monotonic() - self._last_draw >= self.refresh:
-            self.redraw()
-
-    def _on_trainer_end(self, trainer, state):
+        self._draw_samples()
         self.redraw(force=True)
 
-    def _on_trainer_error(self, trainer, error):
-        self.show_error(error)
-        self.redraw(force=True)
+    def _failure_message(self, error) -> str:
+        back = self.trainer.rollback_point
+        undo = (f"Click “{self._back_label()}” to return to the last healthy weights, or Reset "
+                "for fresh ones" if back else "Click Reset for fresh weights")
+        if isinstance(error, TrainingError) and "diverged" in str(error):
+            what = str(error).split(":")[0]
+            return (f"Training diverged ({what}). {undo}; then try a lower learning rate.")
+        return f"Training stopped at step {self.trainer.step_count}: {type(error).__name__}: " \
+               f"{error}. {undo}."
 
-    def _take_sample(self, step: int):
-        text = self.trainer.sample(self.prompt, self.sample_tokens, temperature=0.8,
-                                   seed=step)
-        self._samples.insert(0, (step, self.prompt, text))
-        del self._samples[20:]
+    def _draw_samples(self):
+        samples = list(self.trainer.samples)[::-1][:20]
+        if not samples:
+            every = self.trainer.sampling.every
+            self.samples.value = (f"<i>a sample every {every} steps appears here</i>" if every
+                                  else "<i>samples are off (sample every 0)</i>")
+            return
         self.samples.value = "".join(
-            f'<div class="lmlab-sample"><b>step {s}</b>'
-            f'<pre style="margin:2px 0 8px;white-space:pre-wrap"><b>{html.escape(p)}</b>'
-            f'{html.escape(t[len(p):])}</pre></div>'
-            for s, p, t in self._samples)
+            f'<div class="lmlab-sample"><b>step {s["step"]}</b>'
+            f'<pre style="margin:2px 0 8px;white-space:pre-wrap"><b>{html.escape(s["prompt"])}</b>'
+            f'{html.escape(s["text"])}</pre></div>' for s in samples)
 
-    def _sample_every(self) -> int:
+    # ---- settings ---------------------------------------------------------------------------
+
+    def _read(self, box, kind, low, high, example):
+        text = box.value.strip()
+        word = "a number" if kind is float else "a whole number"
         try:
-            return max(0, int(self.sample_every_input.value))
+            value = kind(text)
         except ValueError:
-            return 0
-
-    # ---- buttons (on the kernel's thread) -------------------------------------------------
+            raise LmlabError(f"{box.description} {text!r} is not {word}; type e.g. {example}") \
+                from None
+        if not (low < value <= high):
+            bound = f"at most {high:g}" if high != math.inf else ""
+            raise LmlabError(f"{box.description} {text} must be above {low:g}"
+                             f"{' and ' + bound if bound else ''}; type e.g. {example}")
+        return value
 
     def _apply_settings(self):
         """Read the setting boxes into the trainer's config; raise a clear error if bad."""
-        changes = {}
-        for name, box, kind in (("learning_rate", self.lr_input, float),
-                                ("batch_size", self.batch_input, int),
-                                ("max_steps", self.steps_input, int)):
-            text = box.value.strip()
-            try:
-                value = kind(text)
-            except ValueError:
-                raise LmlabError(
-                    f"{box.description} {text!r} is not {'a number' if kind is float else 'a whole number'}"
-                    f"; type e.g. {getattr(self.trainer.config, name)}") from None
-            if value != getattr(self.trainer.config, name):
-                changes[name] = value
+        t = self.trainer
+        lr = self._read(self.lr_input, float, 0, 10, 0.001)
+        batch = self._read(self.batch_input, int, 0, math.inf, 12)
+        steps = self._read(self.steps_input, int, 0, math.inf, 2000)
+        need = batch * t.dataset.block_size + 1
+        if need > len(t.dataset.train_ids):
+            raise LmlabError(f"batch size {batch} needs {need:,} tokens of text a step, more than the "
+                             f"{len(t.dataset.train_ids):,} the training text has; type a smaller "
+                             "batch size")
+        changes = {k: v for k, v in (("learning_rate", lr), ("batch_size", batch),
+                                     ("max_steps", steps)) if getattr(t.config, k) != v}
+        if "learning_rate" in changes:
+            changes["min_lr"] = None  # the schedule ends at a tenth of the typed rate
         if changes:
-            self.trainer.update_config(**changes)
-        every = self.sample_every_input.value.strip()
-        if not every.isdigit():
-            raise LmlabError(f"sample every {every!r} must be a whole number of steps (0: never)")
+            t.update_config(**changes)
 
     def _on_setting(self, change):
         if self.trainer.is_alive:
-            self.show_error("training is running: press Stop to change its settings "
-                            "(they apply at the next Start)")
+            self.show_error(f"training is {self.trainer.state}: press Stop to change "
+                            f"{change['owner'].description} (or change it now; it applies at the "
+                            "next Start)")
             return
         self._apply_settings()
         self.clear_error()
         self.redraw(force=True)
 
+    def _on_sampling(self, change):
+        every = self.sample_every_input.value.strip()
+        if not every.isdigit():
+            raise LmlabError(f"sample every {every!r} must be a whole number of steps (0: never)")
+        self.trainer.set_sampling(prompt=self.prompt_input.value, every=int(every))
+        self.clear_error()
+        self._draw_samples()
+
+    # ---- buttons ------------------------------------------------------------------------------
+
+    def _check_steps_left(self):
+        t = self.trainer
+        if t.step_count >= t.config.max_steps:
+            raise LmlabError(f"max steps {t.config.max_steps} is reached (step {t.step_count}): "
+                             "raise max steps to train on, or press Reset")
+
     def _on_start(self, _=None):
         self._apply_settings()
+        self._check_steps_left()
         self.clear_error()
         self.trainer.start()
-        self._sync_buttons()
+        self.redraw(force=True)
 
     def _on_pause(self, _=None):
-        if self.trainer.state == "paused":
+        if self.trainer.state in ("paused", "pausing"):
             self.trainer.resume()
         else:
             self.trainer.pause()
-        self._sync_buttons()
+        self.redraw(force=True)
 
     def _on_stop(self, _=None):
         self.trainer.stop()
         self.redraw(force=True)
 
     def _on_step_once(self, _=None):
-        if self.trainer.is_alive:
-            raise LmlabError("Step works when training is stopped or finished; press Stop first")
-        self._apply_settings()
+        if self.trainer.state in ("running", "pausing", "stopping"):
+            raise LmlabError("Step works when training is paused, stopped or finished; press "
+                             "Pause first")
+        if not self.trainer.is_alive:
+            self._apply_settings()
         self.clear_error()
         self.trainer.step()
         self.redraw(force=True)
 
+    def _on_back(self, _=None):
+        if self.trainer.is_alive:
+            raise LmlabError("press Stop first: going back replaces the weights being trained")
+        self.trainer.rollback()
+        self.clear_error()
+        self.redraw(force=True)
+
     def _on_reset(self, _=None):
-        """Fresh weights with the model settings shown, same training settings."""
-        old = self.trainer
-        old.stop()
-        config = old.model.config.replace(
-            n_layer=self.layers_input.value, n_head=self.heads_input.value,
-            n_embd=self.width_input.value, block_size=self.context_input.value)
-        dataset = old.dataset
-        if config.block_size != dataset.block_size:
-            dataset = type(dataset)(dataset.tokenizer.decode(
-                dataset.train_ids.tolist() + dataset.val_ids.tolist()), dataset.tokenizer,
-                block_size=config.block_size,
-                val_fraction=len(dataset.val_ids) / len(dataset), device=dataset.device)
-        trainer = Trainer(GPT(config), dataset, old.config)
-        self._detach()
-        self._attach(trainer)
+        """Fresh weights with the model settings shown, same training settings, same trainer."""
+        t = self.trainer
+        if t.is_alive:
+            t.stop()
+        layers, heads = self.layers_input.value, self.heads_input.value
+        width, context = self.width_input.value, self.context_input.value
+        if width % heads:
+            raise LmlabError(f"width {width} is not divisible by heads {heads}; pick a width that "
+                             f"is a multiple of heads (e.g. {max(heads, width // heads * heads)})")
+        longest = len(t.dataset.train_ids) - 1
+        if context > longest:
+            raise LmlabError(f"context {context} is longer than the training text allows "
+                             f"({longest}); pick a shorter context")
         self._apply_settings()
-        self._samples.clear()
-        self.samples.value = "<i>samples appear here as the model trains</i>"
+        t.reset(n_layer=layers, n_head=heads, n_embd=width, block_size=context)
         self.clear_error()
         self.redraw(force=True)
 
@@ -329,39 +371,65 @@ class TrainingDashboard(W.VBox):
         self.layers_input.value, self.heads_input.value = p["n_layer"], p["n_head"]
         self.width_input.value, self.context_input.value = p["n_embd"], p["block_size"]
 
-    def _on_log_y(self, change):
-        self.loss_fig.layout.yaxis.type = "log" if change["new"] else "linear"
+    def _back_label(self) -> str:
+        point = self.trainer.rollback_point
+        return f"Back to step {point[0]} (val loss {point[1]:.3f})" if point else "Back"
 
     def _sync_buttons(self):
-        state = self.trainer.state
-        self.pause_button.description = "Resume" if state == "paused" else "Pause"
-        self.pause_button.icon = "play" if state == "paused" else "pause"
-        self.pause_button.disabled = state not in ("running", "paused")
-        self.stop_button.disabled = state not in ("running", "paused")
-        self.start_button.disabled = state in ("running", "paused")
-        self.step_button.disabled = state in ("running", "paused")
+        t = self.trainer
+        state = t.state
+        if state != self._last_state and self._last_state is not None and state != "failed":
+            self.clear_error(keep_view_errors=True)  # a stale error goes when the state changes
+        self._last_state = state
+        blocking = t.is_alive and t.driver == "blocking"
+        paused = state in ("paused", "pausing")
+        self.pause_button.description = "Resume" if paused else "Pause"
+        self.pause_button.icon = "play" if paused else "pause"
+        self.pause_button.disabled = blocking or state not in ("running", "pausing", "paused")
+        self.stop_button.disabled = blocking or not t.is_alive
+        self.start_button.disabled = blocking or t.is_alive
+        self.step_button.disabled = blocking or state in ("running", "pausing", "stopping")
+        self.reset_button.disabled = blocking
+        point = t.rollback_point
+        self.back_button.description = self._back_label()
+        useful = point and (point[0] < t.step_count or state == "failed")
+        self.back_button.layout.display = "" if useful else "none"
+        self.back_button.disabled = blocking or t.is_alive
+        for button in self._controls():
+            button.tooltip = BLOCKING_TIP if blocking else self._tips[button.description.split()[0]]
+        shown = "training in this cell" if blocking else state
         colour = {"running": "#2ca02c", "paused": "#ff7f0e", "failed": "#c00"}.get(state, "#555")
-        self.state_label.value = (f'<span class="lmlab-state-value" style="color:{colour};'
-                                  f'font-weight:bold;padding-left:8px">{state}</span>')
+        self.state_label.value = (f'<span class="lmlab-state-value" title="{html.escape(BLOCKING_TIP)}"'
+                                  if blocking else '<span class="lmlab-state-value"') + \
+            f' style="color:{colour};font-weight:bold;padding-left:8px">{shown}</span>'
+        if blocking:
+            self._show("Training in this cell: the buttons wait until it ends. To stop early, "
+                       "interrupt the kernel (the ■ button, or I I); it stops after the step in "
+                       "progress.", "notice")
 
-    # ---- drawing -------------------------------------------------------------------------
+    # ---- drawing ---------------------------------------------------------------------------------
 
     def redraw(self, force: bool = False):
-        """Bring charts and status up to date with the trainer's history."""
+        """Bring charts, status and buttons up to date with the trainer."""
         if not self._draw_lock.acquire(blocking=force):
             return  # another thread is drawing
         try:
             self._last_draw = time.monotonic()
-            t = self.trainer
-            self.curves.add(t.history.rows(len(self.curves.rows)))
+            self.curves.catch_up(self.trainer.history)
             x = "step" if self.x_axis.value == "steps" else "tokens"
             s = self.curves.series(x)
-            with self.loss_fig.batch_update():
-                for trace, key in zip(self.loss_fig.data, ("train_raw", "train_smooth", "val")):
-                    trace.x, trace.y = s[key]
-                self.loss_fig.layout.xaxis.title.text = "tokens seen" if x == "tokens" else "step"
-            with self.lr_fig.batch_update():
-                self.lr_fig.data[0].x, self.lr_fig.data[0].y = s["lr"]
+            x_label = "tokens seen" if x == "tokens" else "step"
+            with self.loss_chart.hold_sync():
+                self.loss_chart.series = [
+                    line("train (raw)", *s["train_raw"], "#1f77b4", width=1, opacity=0.3),
+                    line("train (smoothed)", *s["train_smooth"], "#1f77b4"),
+                    line("validation", *s["val"], "#d62728", markers=True),
+                ]
+                self.loss_chart.x_label = x_label
+                self.loss_chart.log_y = self.log_y.value
+            with self.lr_chart.hold_sync():
+                self.lr_chart.series = [line("", *s["lr"], "#2ca02c")]
+                self.lr_chart.x_label = x_label
             self._draw_status()
             self._sync_buttons()
         finally:
@@ -389,14 +457,16 @@ class TrainingDashboard(W.VBox):
         self.stats.value = ('<span style="padding-left:12px">'
                             + " · ".join(parts) + "</span>")
 
-    # ---- blocking use ----------------------------------------------------------------------
+    # ---- blocking use -------------------------------------------------------------------------
 
     def run(self, steps: int | None = None):
-        """Train until done on this thread, blocking the cell, with the same live updates
-        (for scripts and notebook tests; faster than Start's background thread). Ctrl-C
-        stops after the step in progress."""
+        """Train until done in this cell, blocking, with the same live view (scripts,
+        notebook tests). The kernel reads no clicks meanwhile, so the buttons show as
+        inactive; the kernel's interrupt stops training after the step in progress."""
         self._apply_settings()
+        self._check_steps_left()
         self.clear_error()
+        self._last_draw = 0.0  # the first step redraws: the buttons show as inactive at once
         try:
             return self.trainer.run(steps, progress=False)
         finally:
