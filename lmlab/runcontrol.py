@@ -85,6 +85,7 @@ class RunControl:
         self._wake = None  # wakes a waiting loop driver, from any thread
         self._interrupted = False
         self._task = None  # the loop driver's asyncio task, kept so it is not collected
+        self._waiters: list = []  # (loop, future) of `await wait()` calls
         self.error: BaseException | None = None
 
     # ---- the state ------------------------------------------------------------------
@@ -184,10 +185,15 @@ class RunControl:
                     "trainer.run() to train while the cell blocks")
             return self._cond.wait_for(lambda: not self._drivers, timeout)
 
-    async def wait(self, poll: float = 0.05) -> None:
+    async def wait(self) -> None:
         """Await the end of the run without blocking the event loop."""
-        while self._drivers:
-            await asyncio.sleep(poll)
+        loop = asyncio.get_running_loop()
+        with self._cond:
+            if not self._drivers:
+                return
+            done = loop.create_future()
+            self._waiters.append((loop, done))
+        await done
 
     def _check_ended(self, what: str) -> None:
         if self.is_alive:
@@ -320,6 +326,9 @@ class RunControl:
                 self._drivers = 0
                 self._wake = None
                 self._cond.notify_all()
+                waiters, self._waiters = self._waiters, []
+            for loop, done in waiters:
+                loop.call_soon_threadsafe(lambda d=done: d.done() or d.set_result(None))
 
     def _drive_sync(self) -> None:
         try:

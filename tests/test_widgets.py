@@ -62,8 +62,8 @@ def test_buttons_drive_the_trainer_through_its_states(dash):
     assert not [t for t in threading.enumerate() if t.name == "lmlab-trainer"]
     # the view caught up with the trainer
     assert f">{dash.trainer.step_count}<" in dash.counter.value
-    assert len(dash.loss_chart.series[0]['x']) == dash.trainer.step_count
-    assert len(dash.loss_chart.series[2]['x']) == dash.trainer.step_count // 20
+    assert len(dash.loss_chart.lines()[0]['x']) == dash.trainer.step_count
+    assert len(dash.loss_chart.lines()[2]['x']) == dash.trainer.step_count // 20
     assert "step 20" in dash.samples.value and "step 10" in dash.samples.value
     assert dash.samples.value.index("step 20") < dash.samples.value.index("step 10")
     assert dash.error.value == ""
@@ -72,11 +72,11 @@ def test_buttons_drive_the_trainer_through_its_states(dash):
 def test_step_and_reset(dash):
     dash.step_button.click()
     dash.step_button.click()
-    assert dash.trainer.step_count == 2 and len(dash.loss_chart.series[0]['y']) == 2
+    assert dash.trainer.step_count == 2 and len(dash.loss_chart.lines()[0]['y']) == 2
     old_weights = dash.trainer.model.transformer.wte.weight.detach().clone()
     dash.width_input.value = 32
     dash.reset_button.click()
-    assert dash.trainer.step_count == 0 and len(dash.loss_chart.series[0]['y']) == 0
+    assert dash.trainer.step_count == 0 and len(dash.loss_chart.lines()[0]['y']) == 0
     assert dash.trainer.model.config.n_embd == 32
     assert dash.trainer.model.transformer.wte.weight.shape != old_weights.shape
     dash.step_button.click()
@@ -173,10 +173,10 @@ def test_a_garbage_collected_view_costs_the_trainer_nothing():
 
 def test_the_dashboard_redraws_while_training(dash):
     dash.start_button.click()
-    wait_for(lambda: len(dash.loss_chart.series[0]["x"]) >= 5)
+    wait_for(lambda: len(dash.loss_chart.lines()[0]['x']) >= 5)
     assert dash.trainer.is_alive  # drawn before the run ended
-    drawn = len(dash.loss_chart.series[0]["x"])
-    wait_for(lambda: len(dash.loss_chart.series[0]["x"]) > drawn)
+    drawn = len(dash.loss_chart.lines()[0]['x'])
+    wait_for(lambda: len(dash.loss_chart.lines()[0]['x']) > drawn)
     dash.stop_button.click()
 
 
@@ -187,7 +187,7 @@ def test_reset_keeps_the_users_trainer(dash):
     dash.reset_button.click()
     assert dash.trainer is trainer and trainer.step_count == 0 and len(trainer.history) == 0
     dash.step_button.click()
-    assert len(dash.loss_chart.series[0]["x"]) == 1 == len(trainer.history)
+    assert len(dash.loss_chart.lines()[0]['x']) == 1 == len(trainer.history)
 
 
 def test_back_to_the_last_healthy_step_after_a_divergence(dash):
@@ -206,7 +206,7 @@ def test_back_to_the_last_healthy_step_after_a_divergence(dash):
     assert dash.back_button.description.startswith("Back to step 20 (val loss ")
     dash.back_button.click()
     assert t.step_count == 20 and t.state == "idle" and dash.error.value == ""
-    assert len(dash.loss_chart.series[0]["x"]) == 20
+    assert len(dash.loss_chart.lines()[0]['x']) == 20
 
 
 def test_buttons_show_inactive_during_a_blocking_run():
@@ -225,16 +225,16 @@ def test_buttons_show_inactive_during_a_blocking_run():
 def test_run_blocks_with_live_updates():
     d = TrainingDashboard(make_trainer(max_steps=30), sample_every=0, refresh=0.01)
     d.run()
-    assert d.trainer.state == "finished" and len(d.loss_chart.series[0]['x']) == 30
+    assert d.trainer.state == "finished" and len(d.loss_chart.lines()[0]['x']) == 30
     assert "30" in d.counter.value and d.progress.value == 1.0
-    assert d.lr_chart.series[0]['y'] == pytest.approx(d.trainer.history.column("lr"), rel=1e-5)
+    assert d.lr_chart.lines()[0]['y'] == pytest.approx(d.trainer.history.column("lr"), rel=1e-5)
 
 
 def test_x_axis_and_log_toggles(dash):
     for _ in range(3):
         dash.step_button.click()
     dash.x_axis.value = "tokens"
-    assert dash.loss_chart.series[0]['x'] == [64, 128, 192]
+    assert dash.loss_chart.lines()[0]['x'] == [64, 128, 192]
     dash.log_y.value = True
     assert dash.loss_chart.log_y
 
@@ -286,7 +286,7 @@ def test_run_comparison_overlays_runs():
                                                     learning_rate=0.05)
     cmp = RunComparison([a, b], labels=["adamw", "sgd"], refresh=0.01)
     cmp.run()
-    data = cmp.chart.series
+    data = cmp.chart.lines()
     names = [tr["name"] for tr in data]
     assert names == ["adamw train", "adamw val", "sgd train", "sgd val"]
     assert len(data[0]["x"]) == 20 and len(data[3]["x"]) == 1

@@ -39,11 +39,28 @@ function extent(values) {
   return [lo, hi];
 }
 
+// The lines: the style of each from `series`, its points from the float32 buffer `data`.
+function readLines(model) {
+  const raw = model.get("data");
+  let values = new Float32Array(0);
+  if (raw && raw.byteLength) {
+    const bytes = raw instanceof ArrayBuffer ? new Uint8Array(raw)
+      : new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength);
+    values = new Float32Array(bytes.slice().buffer);  // a copy: aligned for Float32Array
+  }
+  let at = 0;
+  return (model.get("series") || []).map((s) => {
+    const x = values.subarray(at, at + s.n), y = values.subarray(at + s.n, at + 2 * s.n);
+    at += 2 * s.n;
+    return { ...s, x, y };
+  });
+}
+
 function draw(model, el) {
   const width = Math.max(240, el.clientWidth || 600);
   const height = model.get("height");
   const logY = model.get("log_y");
-  const series = model.get("series") || [];
+  const series = readLines(model);
   el.replaceChildren();
   const root = svg("svg", { width, height, class: "lmlab-chart-svg", role: "img" }, el);
   root.dataset.points = series.length ? String((series[0].x || []).length) : "0";
@@ -52,8 +69,8 @@ function draw(model, el) {
     model.get("title");
 
   const ty = (v) => (logY ? (v > 0 ? Math.log10(v) : NaN) : v);
-  const xs = series.flatMap((s) => s.x || []);
-  const ys = series.flatMap((s) => (s.y || []).map(ty));
+  const xs = series.flatMap((s) => Array.from(s.x));
+  const ys = series.flatMap((s) => Array.from(s.y, ty));
   let [x0, x1] = extent(xs);
   let [y0, y1] = extent(ys);
   const plotW = width - MARGIN.left - MARGIN.right;
@@ -125,7 +142,7 @@ function render({ model, el }) {
     if (frame !== null) return;
     frame = requestAnimationFrame(() => { frame = null; draw(model, el); });
   };
-  for (const name of ["series", "title", "x_label", "y_label", "log_y", "height"]) {
+  for (const name of ["series", "data", "title", "x_label", "y_label", "log_y", "height"]) {
     model.on(`change:${name}`, redraw);
   }
   const resize = new ResizeObserver(redraw);

@@ -64,7 +64,7 @@ class RunComparison(TrainerView, W.VBox):
                 series.append(line(f"{label} val", *s["val"], colour, width=1, dash=True,
                                    markers=True))
             with self.chart.hold_sync():
-                self.chart.series = series
+                self.chart.set_lines(series)
                 self.chart.x_label = "tokens seen" if x == "tokens" else "step"
         finally:
             self._draw_lock.release()

@@ -420,15 +420,15 @@ class TrainingDashboard(TrainerView, W.VBox):
             s = self.curves.series(x)
             x_label = "tokens seen" if x == "tokens" else "step"
             with self.loss_chart.hold_sync():
-                self.loss_chart.series = [
+                self.loss_chart.set_lines([
                     line("train (raw)", *s["train_raw"], "#1f77b4", width=1, opacity=0.3),
                     line("train (smoothed)", *s["train_smooth"], "#1f77b4"),
                     line("validation", *s["val"], "#d62728", markers=True),
-                ]
+                ])
                 self.loss_chart.x_label = x_label
                 self.loss_chart.log_y = self.log_y.value
             with self.lr_chart.hold_sync():
-                self.lr_chart.series = [line("", *s["lr"], "#2ca02c")]
+                self.lr_chart.set_lines([line("", *s["lr"], "#2ca02c")])
                 self.lr_chart.x_label = x_label
             self._draw_status()
             self._sync_buttons()
