@@ -23,18 +23,22 @@ def twin():
     m = GPT(model.config)
     m.load_state_dict(model.state_dict())
     return Trainer(m, dataset, config)
-headless, watched, blocking = twin(), twin(), twin()
+headless, watched, blocking, threaded = twin(), twin(), twin(), twin()
 start_view = TrainingDashboard(watched, prompt="ROMEO:", sample_every=250)
 blocking_view = TrainingDashboard(blocking, prompt="ROMEO:", sample_every=250)
 with torch.no_grad():  # the kernel's thread uses torch first, as in every notebook
     model(dataset.batch("train", 12)[0])
-elapsed = {"run": 0.0, "start": 0.0, "dashboard.run": 0.0}
+elapsed = {"run": 0.0, "start": 0.0, "dashboard.run": 0.0, "thread": 0.0}
 """
 
+# Each round trains `steps` more steps up to a new max_steps, so every runner ends its
+# round with the evaluation a run does at max_steps: the same work for each.
 ROUND = {
-    "run": "t0 = time.perf_counter(); headless.run({steps}, progress=False)\n"
+    "run": "headless.update_config(max_steps=headless.step_count + {steps})\n"
+           "t0 = time.perf_counter(); headless.run(progress=False)\n"
            "elapsed['run'] += time.perf_counter() - t0",
-    "dashboard.run": "t0 = time.perf_counter(); blocking_view.run({steps})\n"
+    "dashboard.run": "blocking_view.steps_input.value = str(blocking.step_count + {steps})\n"
+                     "t0 = time.perf_counter(); blocking_view.run()\n"
                      "elapsed['dashboard.run'] += time.perf_counter() - t0",
     # a cell that clicks Start, then awaits the end without blocking the kernel's loop
     "start": "start_view.steps_input.value = str(watched.step_count + {steps})\n"
@@ -42,6 +46,11 @@ ROUND = {
              "assert watched.driver == 'loop', watched.driver\n"
              "await watched.wait()\n"
              "elapsed['start'] += time.perf_counter() - t0",
+    # for reference: the same steps on a background thread (the old Start)
+    "thread": "threaded.update_config(max_steps=threaded.step_count + {steps})\n"
+              "t0 = time.perf_counter(); threaded.start(driver='thread')\n"
+              "await threaded.wait()\n"
+              "elapsed['thread'] += time.perf_counter() - t0",
 }
 
 
@@ -62,17 +71,17 @@ def _execute(client, code: str, timeout: float = 600) -> str:
             return "".join(out)
 
 
-def bench_dashboard(rounds: int = 4, steps: int = 100) -> float:
-    """Tokens/s of trainer.run(), the dashboard's Start and dashboard.run() in one real
-    kernel, nanoGPT's CPU configuration, alternating rounds of `steps` steps. Returns
-    Start / run()."""
+def bench_dashboard(rounds: int = 6, steps: int = 100) -> float:
+    """Tokens/s of trainer.run(), the dashboard's Start, dashboard.run() and a trainer
+    on a background thread, in one real kernel, nanoGPT's CPU configuration, in
+    alternating rounds of `steps` steps. Returns Start / run()."""
     from jupyter_client.manager import start_new_kernel
 
     manager, client = start_new_kernel(kernel_name="python3")
     try:
         _execute(client, SETUP)
         for _ in range(rounds):
-            for name in ("run", "start", "dashboard.run"):
+            for name in ("run", "start", "dashboard.run", "thread"):
                 _execute(client, ROUND[name].format(steps=steps))
         result = json.loads(_execute(client, "import json; print(json.dumps({'elapsed': elapsed,"
                                              " 'tokens': config.batch_size * dataset.block_size,"
@@ -89,6 +98,8 @@ def bench_dashboard(rounds: int = 4, steps: int = 100) -> float:
     print(f"  dashboard Start (click)   {tps['start']:>10,.0f}  {ratio:.3f}x run() (target >= 0.95)")
     print(f"  dashboard.run()           {tps['dashboard.run']:>10,.0f}  "
           f"{tps['dashboard.run'] / tps['run']:.3f}x run()")
+    print(f"  trainer.start(driver='thread') {tps['thread']:>5,.0f}  "
+          f"{tps['thread'] / tps['run']:.3f}x run() (a second thread: OpenMP oversubscribes)")
     if result["warnings"]:
         print("  view warnings:", *result["warnings"], sep="\n    ")
     return ratio

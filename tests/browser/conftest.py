@@ -219,3 +219,9 @@ def frontend(request):
 @pytest.fixture
 def jlab(page, lab, request, frontend):
     return Lab(page, lab, request.node.name, frontend)
+
+
+@pytest.fixture
+def jlab_only(page, lab, request):
+    """A `Lab` on JupyterLab alone (for what only JupyterLab has, e.g. its file browser)."""
+    return Lab(page, lab, request.node.name, "lab")
