@@ -26,6 +26,8 @@ def twin():
 headless, watched, blocking, threaded = twin(), twin(), twin(), twin()
 start_view = TrainingDashboard(watched, prompt="ROMEO:", sample_every=250)
 blocking_view = TrainingDashboard(blocking, prompt="ROMEO:", sample_every=250)
+for peer in (headless, threaded):  # the same periodic samples as the dashboards ask for
+    peer.set_sampling(prompt="ROMEO:", every=250, tokens=80)
 with torch.no_grad():  # the kernel's thread uses torch first, as in every notebook
     model(dataset.batch("train", 12)[0])
 elapsed = {"run": 0.0, "start": 0.0, "dashboard.run": 0.0, "thread": 0.0}
@@ -71,7 +73,7 @@ def _execute(client, code: str, timeout: float = 600) -> str:
             return "".join(out)
 
 
-def bench_dashboard(rounds: int = 6, steps: int = 100) -> float:
+def bench_dashboard(rounds: int = 8, steps: int = 100) -> float:
     """Tokens/s of trainer.run(), the dashboard's Start, dashboard.run() and a trainer
     on a background thread, in one real kernel, nanoGPT's CPU configuration, in
     alternating rounds of `steps` steps. Returns Start / run()."""
