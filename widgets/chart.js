@@ -85,7 +85,7 @@ function draw(model, el) {
   const py = (v) => MARGIN.top + (1 - (v - y0) / (y1 - y0)) * plotH;
 
   const axes = svg("g", { class: "lmlab-chart-axes" }, root);
-  for (const v of ticks(y0, y1, Math.max(2, Math.floor(plotH / 40)))) {
+  for (const v of ticks(y0, y1, Math.max(3, Math.floor(plotH / 40)))) {
     svg("line", { x1: MARGIN.left, x2: MARGIN.left + plotW, y1: py(v), y2: py(v), class: "grid" }, axes);
     svg("text", { x: MARGIN.left - 6, y: py(v) + 4, "text-anchor": "end" }, axes).textContent =
       logY ? label(Math.pow(10, v)) : label(v);

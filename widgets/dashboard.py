@@ -148,7 +148,7 @@ class TrainingDashboard(TrainerView, W.VBox):
         self.lr_chart = LineChart(title="learning rate", x_label="step", height=170,
                                   _dom_classes=("lmlab-lr-chart",))
 
-        self.progress = W.FloatProgress(0, min=0, max=1, layout=W.Layout(width="100%"),
+        self.progress = W.FloatProgress(0, min=0, max=1, layout=W.Layout(width="auto"),
                                         _dom_classes=("lmlab-progress",))
         self.counter = W.HTML(_dom_classes=("lmlab-step-counter",))
         self.stats = W.HTML(_dom_classes=("lmlab-stats",))
