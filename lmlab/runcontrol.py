@@ -19,10 +19,12 @@ Drivers, chosen by measurement (DESIGN.md, "Run control and threads"):
 
 - ``loop``: an asyncio task on the calling thread's running event loop, yielding
   between steps. A notebook kernel runs such a loop on the thread that has already
-  used torch; training there ran at full speed (27,668 tokens/s against 26,275 for a
-  blocking loop on the same thread, while a second thread ran at 0.59x: once one
-  thread has run an OpenMP region, parallel ops on every other thread slow down 1.6-
-  3.7x on a 2-core machine). Other cells and widget clicks are handled between steps.
+  used torch. Measured in a real kernel (`python -m lmlab.bench dashboard`, nanoGPT's
+  CPU configuration, 2 cores): the dashboard's Start on the loop trained at 0.985x
+  the speed of a blocking `trainer.run()` in the same kernel (mean of 3 runs), a
+  trainer on a second thread at 0.70x: once one thread has run an OpenMP region,
+  parallel ops on every other thread slow down. Other cells and widget clicks are
+  handled between steps.
 - ``thread``: a daemon thread, for scripts that have no event loop (and for callers
   that want the calling thread free, e.g. to drive a GPU from a thread).
 - ``blocking``: the calling thread, until the run ends (`Trainer.run`).

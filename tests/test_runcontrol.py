@@ -4,6 +4,7 @@ import asyncio
 import os
 import random
 import signal
+import sys
 import threading
 import time
 
@@ -75,21 +76,27 @@ def test_pause_after_a_quick_resume_lets_no_step_run():
 
 def test_pause_racing_the_end_of_a_run_leaves_a_consistent_state():
     t = make(max_steps=10**9)
-    rng = random.Random(0)
-    for _ in range(60):
-        t.start(steps=2)
-        time.sleep(rng.uniform(0, 0.01))
-        try:
-            t.pause(wait=False)
-        except TrainerStateError:
-            pass  # the run had already ended: pause makes no sense then
-        t.join(0.2)
-        assert t.is_alive == (t.state in ACTIVE)
-        if t.state == "paused":
-            assert not t.join(0.05), "paused, but nothing is left to resume"
-        t.stop()
-        assert t.state in ("stopped", "finished") and not t.is_alive
-        assert t.join(5)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads interleave inside pause() and the run's end
+    try:
+        for _ in range(150):
+            t.start(steps=1)
+            while True:  # press Pause until the run has ended
+                try:
+                    t.pause(wait=False)
+                    break
+                except TrainerStateError:
+                    if not t.is_alive:
+                        break
+            t.join(0.2)
+            assert t.is_alive == (t.state in ACTIVE)
+            if t.state == "paused":
+                assert not t.join(0.05), "paused, but nothing is left to resume"
+            t.stop()
+            assert t.state in ("stopped", "finished") and not t.is_alive, t.state
+            assert t.join(5)
+    finally:
+        sys.setswitchinterval(switch)
 
 
 def test_stop_is_consistent_from_every_state():
