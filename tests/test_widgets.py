@@ -102,7 +102,7 @@ def test_invalid_input_shows_an_error_and_the_widget_stays_usable(dash):
     dash.start_button.click()
     wait_for(lambda: dash.trainer.step_count >= 3)
     dash.batch_input.value = "8"  # while running: said in the dashboard's words
-    assert "press Stop to change batch size" in dash.error.value
+    assert "the new batch size applies at the next Start" in dash.error.value
     assert "str:" not in dash.error.value and "update_config" not in dash.error.value
     dash.stop_button.click()
     assert dash.error.value == ""  # the stale error cleared with the change of state

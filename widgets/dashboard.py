@@ -286,9 +286,9 @@ class TrainingDashboard(TrainerView, W.VBox):
 
     def _on_setting(self, change):
         if self.trainer.is_alive:
-            self.show_error(f"training is {self.trainer.state}: press Stop to change "
-                            f"{change['owner'].description} (or change it now; it applies at the "
-                            "next Start)")
+            self.show_error(f"training is {self.trainer.state}: the new "
+                            f"{change['owner'].description} applies at the next Start (press "
+                            "Stop, then Start)")
             return
         self._apply_settings()
         self.clear_error()
@@ -298,7 +298,10 @@ class TrainingDashboard(TrainerView, W.VBox):
         every = self.sample_every_input.value.strip()
         if not every.isdigit():
             raise LmlabError(f"sample every {every!r} must be a whole number of steps (0: never)")
-        self.trainer.set_sampling(prompt=self.prompt_input.value, every=int(every))
+        try:
+            self.trainer.set_sampling(prompt=self.prompt_input.value, every=int(every))
+        except LmlabError as e:
+            raise LmlabError(f"prompt {self.prompt_input.value!r}: {e}") from None
         self.clear_error()
         self._draw_samples()
 
