@@ -16,6 +16,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from .errors import ConfigError
+from .settings import Checked
 
 PRESETS: dict[str, dict] = {
     # ~0.1M parameters: trains in seconds, for tests and first demos.
@@ -28,7 +29,7 @@ PRESETS: dict[str, dict] = {
 
 
 @dataclass(frozen=True)
-class GPTConfig:
+class GPTConfig(Checked):
     vocab_size: int = 65
     block_size: int = 64  # longest context, in tokens
     n_layer: int = 4
@@ -224,10 +225,11 @@ class GPT(nn.Module):
         past = cache.length if cache is not None else 0
         limit = self.config.block_size - past
         if idx.size(1) > limit:
-            if limit <= 0:
+            if past:  # cropping would silently drop tokens the caller means to follow the cache
                 raise ConfigError(
-                    f"the cache is full ({past} of block_size={self.config.block_size} "
-                    "positions); start a new cache with model.new_cache()"
+                    f"{idx.size(1)} new tokens do not fit after the {past} cached positions "
+                    f"(block_size={self.config.block_size} holds {limit} more); feed at most "
+                    f"{limit} tokens, or start a new cache with model.new_cache()"
                 )
             idx = idx[:, -limit:]
             targets = targets[:, -limit:] if targets is not None else None

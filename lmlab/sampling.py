@@ -32,8 +32,10 @@ def filter_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | No
         return out.scatter_(-1, logits.argmax(-1, keepdim=True), 1.0)
     logits = logits / temperature
     if top_k is not None and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+        # exactly k tokens: a stable sort breaks ties by the lower token id
+        kept = torch.sort(logits, dim=-1, descending=True, stable=True).indices[..., :top_k]
+        drop = torch.ones_like(logits, dtype=torch.bool).scatter_(-1, kept, False)
+        logits = logits.masked_fill(drop, float("-inf"))
     probs = logits.softmax(-1)
     if top_p is not None and top_p < 1:
         sorted_probs, order = probs.sort(-1, descending=True)

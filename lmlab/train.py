@@ -28,6 +28,7 @@ from .model import GPT, GPTConfig, autocast, maybe_compile, resolve_device
 from .reading import model_lock, reading
 from .runcontrol import RunControl
 from .sampling import generate
+from .settings import Checked
 
 SCHEDULES = ("cosine", "constant")
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -36,7 +37,7 @@ EVENTS = ("step", "eval", "sample", "end", "error", "reset")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Checked):
     batch_size: int = 12
     max_steps: int = 2000
     learning_rate: float = 1e-3

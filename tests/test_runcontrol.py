@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from lmlab import GPT, GPTConfig, TokenDataset, TokenizerError, TrainerStateError, TrainingError
+from lmlab import (GPT, ConfigError, GPTConfig, TokenDataset, TokenizerError, TrainerStateError,
+                   TrainingError)
 from lmlab.reading import model_lock
 from lmlab.runcontrol import ACTIVE
 from lmlab.sampling import next_token_distribution
@@ -487,3 +488,19 @@ def test_min_lr_follows_the_learning_rate():
     c = TrainConfig(learning_rate=1e-5)
     assert c.final_lr == pytest.approx(1e-6) and c.lr_at(c.max_steps) == pytest.approx(1e-6)
     assert TrainConfig(learning_rate=1e-3, min_lr=5e-4).final_lr == 5e-4
+
+
+# ---- engine edges ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("call, fragment", [
+    (lambda: make(max_step=10), "TrainConfig has no setting 'max_step'; did you mean 'max_steps'?"),
+    (lambda: TrainConfig(learning_rat=1e-3), "did you mean 'learning_rate'?"),
+    (lambda: GPTConfig.preset("nano", n_layers=3), "GPTConfig has no setting 'n_layers'; did you "
+                                                   "mean 'n_layer'?"),
+    (lambda: make().update_config(batchsize=4), "did you mean 'batch_size'?"),
+])
+def test_unknown_settings_suggest_the_right_name(call, fragment):
+    with pytest.raises(ConfigError) as e:
+        call()
+    assert fragment in str(e.value)

@@ -1,5 +1,7 @@
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lmlab import GPT, CharTokenizer, ConfigError, GPTConfig
 from lmlab.sampling import filter_probs, generate, next_token_distribution
@@ -59,3 +61,49 @@ def test_generate_is_reproducible_with_a_generator():
     b = generate(model, [0], 30, generator=torch.Generator().manual_seed(5))
     assert a == b and len(a) == 30
     assert model.training  # restored
+
+
+def test_a_chunk_longer_than_the_room_left_in_the_cache_is_refused():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8)).eval()
+    cache = model.new_cache()
+    model(torch.tensor([[1, 2, 3, 4, 5]]), cache=cache)
+    with pytest.raises(ConfigError, match="6 new tokens do not fit after the 5 cached positions"):
+        model(torch.tensor([[1, 2, 3, 4, 5, 6]]), cache=cache)
+    assert cache.length == 5  # nothing was stored
+    fresh = model.new_cache()  # an empty cache keeps the last block_size tokens, as without one
+    out = model(torch.arange(10).view(1, 10) % 11, cache=fresh)
+    assert out.logits.shape[1] == 8 and fresh.length == 8
+
+
+def test_top_k_keeps_exactly_k_and_breaks_ties_by_token_id():
+    probs = filter_probs(torch.zeros(6), top_k=2)
+    assert probs.tolist() == [0.5, 0.5, 0, 0, 0, 0]
+    probs = filter_probs(torch.tensor([1.0, 3.0, 3.0, 3.0, 0.0]), top_k=2)
+    assert (probs > 0).tolist() == [False, True, True, False, False]
+
+
+@settings(max_examples=200, deadline=None)
+@given(logits=st.lists(st.integers(-4, 4), min_size=1, max_size=12),
+       temperature=st.sampled_from([0.0, 0.5, 1.0, 2.0]),
+       top_k=st.one_of(st.none(), st.integers(1, 14)),
+       top_p=st.one_of(st.none(), st.floats(0.01, 1.0)))
+def test_filter_properties(logits, temperature, top_k, top_p):
+    x = torch.tensor(logits, dtype=torch.float32)
+    probs = filter_probs(x, temperature, top_k, top_p)
+    assert torch.isclose(probs.sum(), torch.tensor(1.0), atol=1e-5)
+    assert (probs >= 0).all()
+    kept = int((probs > 0).sum())
+    if temperature == 0:
+        assert kept == 1 and int(probs.argmax()) == int(x.argmax())  # greedy: the argmax
+        return
+    if top_k is not None:
+        assert kept <= top_k
+    if top_p is None and top_k is not None:
+        assert kept == min(top_k, len(logits))
+    assert probs[int(x.argmax())] > 0  # the most likely token always survives
+    if top_p is not None and top_k is None:
+        # the kept set is the smallest prefix (by probability) whose mass reaches top_p
+        full = torch.softmax(x / temperature, -1)
+        kept_mass = full[probs > 0].sum()
+        assert kept_mass >= top_p - 1e-5 or kept == len(logits)
