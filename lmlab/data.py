@@ -168,36 +168,41 @@ def fetch(name: str, timeout: float = 30.0) -> Path:
     return path
 
 
-def load_corpus(source) -> str:
-    """Text of a named corpus, a file, or the text itself.
-
-    `source` is a corpus name (see `CORPORA`), a path to a UTF-8 text file, or a
-    string with whitespace in it, taken as the text.
+def load_corpus(source=None, *, text: str | None = None) -> str:
+    """Text of a named corpus (see `CORPORA`) or of a UTF-8 file (a `Path`, or a string
+    naming an existing file); `text=` passes text through, checked to be non-empty.
+    Nothing is guessed from a string's shape: a string that is neither a corpus name
+    nor an existing file is an error.
     """
+    if text is not None:
+        if source is not None:
+            raise CorpusError("pass either a corpus name or path, or text=..., not both")
+        if not isinstance(text, str) or not text:
+            raise CorpusError("text= must be a non-empty string")
+        return text
     if isinstance(source, os.PathLike):
         return _read_file(Path(source))
     if not isinstance(source, str):
-        raise CorpusError(f"load_corpus takes a name, a path or text, not {type(source).__name__}")
+        raise CorpusError(f"load_corpus takes a corpus name or a file path, not "
+                          f"{type(source).__name__}; for raw text use load_corpus(text=...)")
     if source in DOWNLOADS:
-        text = DOWNLOADS[source].to_text(fetch(source).read_bytes())
+        loaded = DOWNLOADS[source].to_text(fetch(source).read_bytes())
     elif source in BUILT:
-        text = BUILT[source]()
+        loaded = BUILT[source]()
     elif not source.strip():
-        raise CorpusError("the corpus is empty; pass a corpus name, a file path or some text")
-    elif any(ch.isspace() for ch in source):
-        text = source
-    elif os.path.exists(source):
-        text = _read_file(Path(source))
-    elif os.sep in source or "/" in source or Path(source).suffix:
-        raise CorpusError(f"no file at {source!r} (working directory {os.getcwd()})")
+        raise CorpusError("the corpus name is empty; pass a corpus name, a file path, or "
+                          "text=...")
+    elif os.path.isfile(source):
+        loaded = _read_file(Path(source))
     else:
         raise CorpusError(
-            f"unknown corpus {source!r}; named corpora are {', '.join(CORPORA)}. "
-            "Pass a file path, or text containing whitespace"
+            f"no corpus named {source!r} and no file at {source!r} (working directory "
+            f"{os.getcwd()}); named corpora are {', '.join(CORPORA)}. For your own text use "
+            "load_corpus(text=...) or lmlab.TokenDataset(text)"
         )
-    if not text:
+    if not loaded:
         raise CorpusError(f"the corpus {source!r} is empty")
-    return text
+    return loaded
 
 
 def _read_file(path: Path) -> str:

@@ -30,6 +30,6 @@ def test_train_then_sample(tmp_path, data_dir, monkeypatch):
 def test_bad_input_is_one_clear_line(tmp_path):
     r = lmlab("train", "--corpus", "nosuchcorpus", "--out", "runs/y", cwd=tmp_path)
     assert r.returncode == 2
-    assert "unknown corpus 'nosuchcorpus'" in r.stderr and "Traceback" not in r.stderr
+    assert "no corpus named 'nosuchcorpus'" in r.stderr and "Traceback" not in r.stderr
     r = lmlab("sample", "runs/none", cwd=tmp_path)
     assert r.returncode == 2 and "no checkpoint file" in r.stderr

@@ -55,7 +55,14 @@ def test_file_path_and_text(tmp_path):
     f.write_text("hello there\nworld\n", encoding="utf-8")
     assert load_corpus(str(f)) == "hello there\nworld\n"
     assert load_corpus(f) == "hello there\nworld\n"
-    assert load_corpus("some text, not a name") == "some text, not a name"
+    assert load_corpus(text="some text, not a name") == "some text, not a name"
+    spaced = tmp_path / "my notes.txt"  # a file name with a space is a file, not text
+    spaced.write_text("notes\n", encoding="utf-8")
+    assert load_corpus(str(spaced)) == "notes\n"
+    with pytest.raises(CorpusError, match="no file at 'my other notes.txt'.*load_corpus\\(text="):
+        load_corpus("my other notes.txt")
+    with pytest.raises(CorpusError, match="not both"):
+        load_corpus("names", text="x")
 
 
 def test_unknown_name_lists_the_names():
