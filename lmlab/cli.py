@@ -27,8 +27,14 @@ def cmd_train(args) -> None:
     from .train import TrainConfig, Trainer
 
     out = _checkpoint_path(args.out)
+    if args.resume and not out.exists():
+        raise LmlabError(f"--resume: there is no checkpoint to resume at {out}; train without "
+                         "--resume to start a new run there")
+    if not args.resume and out.exists() and not args.force:
+        raise LmlabError(f"{out} already holds a run: --resume continues it, --force replaces "
+                         "it, or pick another --out")
     text = load_corpus(args.corpus)
-    if args.resume and out.exists():
+    if args.resume:
         from . import checkpoint
 
         ck = checkpoint.load(out)
@@ -98,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a GPT on a corpus, saving checkpoints")
-    t.add_argument("--corpus", default="shakespeare", help="a corpus name, a file, or text")
+    t.add_argument("--corpus", default="shakespeare", help="a corpus name or a text file")
     t.add_argument("--preset", default="tiny", choices=["nano", "tiny", "small"])
     t.add_argument("--steps", type=int, default=2000)
     t.add_argument("--out", default="runs/default", help="run folder (or .safetensors file)")
@@ -114,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     t.add_argument("--compile", action="store_true")
     t.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    t.add_argument("--force", action="store_true", help="replace a run already in --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 

@@ -25,6 +25,17 @@ def test_train_then_sample(tmp_path, data_dir, monkeypatch):
               "--eval-interval", "25", "--out", "runs/x", "--resume", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "resumed" in r.stdout and "step 50:" in r.stdout
+    r = lmlab("train", "--corpus", "shakespeare", "--preset", "nano", "--steps", "5",
+              "--out", "runs/x", cwd=tmp_path)
+    assert r.returncode == 2 and "already holds a run" in r.stderr and "--force" in r.stderr
+    assert checkpoint.load(tmp_path / "runs/x/checkpoint.safetensors").extra["trainer"]["step"] == 50
+    r = lmlab("train", "--corpus", "shakespeare", "--preset", "nano", "--steps", "5",
+              "--out", "runs/x", "--force", "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert checkpoint.load(tmp_path / "runs/x/checkpoint.safetensors").extra["trainer"]["step"] == 5
+    r = lmlab("train", "--corpus", "shakespeare", "--steps", "5", "--out", "runs/empty", "--resume",
+              cwd=tmp_path)
+    assert r.returncode == 2 and "no checkpoint to resume at runs/empty" in r.stderr
 
 
 def test_bad_input_is_one_clear_line(tmp_path):
