@@ -1,13 +1,13 @@
 """Checkpoints: one safetensors file holding the weights (and any extra tensors),
 with the config, tokenizer and metadata as JSON in its header. Never pickle.
 
-Written to a temporary name and renamed, so a crash never leaves half a file.
+Written through `files.atomic_write`: a crash or a kill never leaves half a file, and
+no temporary file stays behind for long.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError, ConfigError, TokenizerError
+from .files import atomic_write
 from .model import GPT, GPTConfig
 from .tokenizers import from_dict as tokenizer_from_dict
 
@@ -56,13 +57,8 @@ def save(path, model: GPT, tokenizer=None, *, tensors: dict | None = None, **ext
         meta = json.dumps(header, ensure_ascii=False)
     except TypeError as e:
         raise CheckpointError(f"checkpoint metadata must be JSON-serialisable: {e}") from e
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_write(path) as tmp:
         save_file(state, str(tmp), metadata={"lmlab": meta})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -9,11 +9,11 @@ save/load as JSON.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from .errors import TokenizerError
+from .files import atomic_write
 
 REPLACEMENT = "\ufffd"
 _VISIBLE = {" ": "\u2423", "\n": "\u21b5", "\t": "\u2192", "\r": "\u240d"}
@@ -46,9 +46,9 @@ class _Base:
 
     def save(self, path) -> None:
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, path)
+        text = json.dumps(self.to_dict(), ensure_ascii=False)
+        with atomic_write(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
 
     def _check_ids(self, ids) -> list[int]:
         ids = [int(i) for i in ids]
