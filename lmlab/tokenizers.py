@@ -168,10 +168,10 @@ class GPT2Tokenizer(_Base):
     """
 
     def __init__(self, hf_tokenizer=None, name: str = "gpt2", local_files_only: bool = False):
+        self.name = name if hf_tokenizer is None else None  # None: a tokenizer given as is
         if hf_tokenizer is None:
             hf_tokenizer = _load_gpt2(name, local_files_only)
         self._tok = hf_tokenizer
-        self.name = name
 
     @property
     def vocab_size(self) -> int:
@@ -184,7 +184,15 @@ class GPT2Tokenizer(_Base):
         return self._tok.decode(self._check_ids(ids), clean_up_tokenization_spaces=False)
 
     def to_dict(self) -> dict:
-        return {"type": "gpt2", "name": self.name}
+        """Loaded by name: the name (reloaded from the hub cache). Given as an object: its
+        whole vocabulary and merges, so that it reloads as the same tokenizer."""
+        if self.name is not None:
+            return {"type": "gpt2", "name": self.name}
+        backend = getattr(self._tok, "backend_tokenizer", None)
+        if backend is None:
+            raise TokenizerError("this GPT2Tokenizer wraps a tokenizer that cannot be saved (no "
+                                 "fast `backend_tokenizer`); wrap a GPT2TokenizerFast instead")
+        return {"type": "gpt2", "tokenizer": json.loads(backend.to_str())}
 
 
 def _load_gpt2(name: str, local_files_only: bool):
@@ -219,6 +227,12 @@ def from_dict(data: dict):
 
         return BPETokenizer(HFTokenizer.from_str(json.dumps(data["tokenizer"])))
     if kind == "gpt2":
+        if "tokenizer" in data:
+            from tokenizers import Tokenizer as HFTokenizer
+            from transformers import GPT2TokenizerFast
+
+            backend = HFTokenizer.from_str(json.dumps(data["tokenizer"]))
+            return GPT2Tokenizer(GPT2TokenizerFast(tokenizer_object=backend))
         return GPT2Tokenizer(name=data.get("name", "gpt2"))
     raise TokenizerError(
         f"unknown tokenizer type {kind!r}; expected 'char', 'bpe' or 'gpt2' "

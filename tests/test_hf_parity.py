@@ -1,11 +1,12 @@
 """Parity with Hugging Face transformers' GPT2LMHeadModel on the same weights."""
 
 import pytest
+from _needs import need
 import torch
 
 from lmlab import GPT, GPTConfig
 
-transformers = pytest.importorskip("transformers", reason="install the 'hf' extra")
+transformers = need("transformers", "pip install '.[hf]'")
 
 from lmlab.pretrained import gpt2_config_for, to_hf_state_dict  # noqa: E402
 

@@ -5,7 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lmlab import BPETokenizer, CharTokenizer, GPT2Tokenizer, TokenizerError, load_corpus
-from lmlab.tokenizers import load, visible
+from lmlab.tokenizers import from_dict, load, visible
+from _needs import need
 
 SAMPLE = "To be, or not to be:\nthat is the question.\t床前明月光，疑是地上霜。"
 
@@ -106,7 +107,7 @@ def test_bpe_round_trip_property_any_text(s):
 
 def test_gpt2_tokenizer_wraps_transformers():
     """GPT-2's tokenizer class around a locally trained byte-level BPE (no hub here)."""
-    transformers = pytest.importorskip("transformers", reason="install the 'hf' extra")
+    transformers = need("transformers", "pip install '.[hf]'")
     bpe = BPETokenizer.train(SAMPLE * 20, vocab_size=300)
     hf = transformers.GPT2TokenizerFast(tokenizer_object=bpe._tok)
     tok = GPT2Tokenizer(hf)
@@ -114,11 +115,14 @@ def test_gpt2_tokenizer_wraps_transformers():
     assert tok.encode(SAMPLE) == hf.encode(SAMPLE)
     assert tok.decode(tok.encode(SAMPLE)) == SAMPLE
     assert tok.token_text(tok.encode(" ")[0]) == "␣"
-    assert tok.to_dict() == {"type": "gpt2", "name": "gpt2"}
+    data = tok.to_dict()  # the wrapped tokenizer itself, not the real GPT-2's name
+    assert data["type"] == "gpt2" and "name" not in data
+    again = from_dict(json.loads(json.dumps(data)))
+    assert again.vocab_size == tok.vocab_size and again.encode(SAMPLE) == tok.encode(SAMPLE)
 
 
 def test_gpt2_tokenizer_offline_says_what_to_do(tmp_path, monkeypatch):
-    pytest.importorskip("transformers", reason="install the 'hf' extra")
+    need("transformers", "pip install '.[hf]'")
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     with pytest.raises(TokenizerError, match="cached"):
         GPT2Tokenizer(name="gpt2", local_files_only=True)

@@ -5,8 +5,9 @@ import threading
 import time
 
 import pytest
+from _needs import need
 
-W = pytest.importorskip("ipywidgets")
+W = need("ipywidgets", "pip install -e .")
 
 import torch  # noqa: E402
 
