@@ -686,6 +686,11 @@ class Trainer:
         if meta is None:
             raise CheckpointError(f"{path} holds a model but no trainer state; save it with "
                                   "trainer.save(path)")
+        if ck.tokenizer is not None and self.dataset.tokenizer.to_dict() != ck.tokenizer.to_dict():
+            raise CheckpointError(
+                f"the dataset's tokenizer is not the one {path} was trained with: even with the "
+                "same vocabulary size its token ids would stand for other text. Pass the text "
+                "instead, Trainer.load(path, text), to tokenize it with the checkpoint's tokenizer")
         with self.lock:
             if ck.model is not self.model:
                 self.model.load_state_dict(ck.model.state_dict())
@@ -717,16 +722,27 @@ class Trainer:
         self._emit("reset", None)
 
     @classmethod
-    def load(cls, path, dataset, device=None) -> Trainer:
-        """A trainer rebuilt from a checkpoint: its model, settings and state."""
-        return cls.from_checkpoint(checkpoint.load(path), path, dataset, device)
+    def load(cls, path, data, device=None) -> Trainer:
+        """A trainer rebuilt from a checkpoint: its model, settings and state. `data` is
+        the text to train on (a string, e.g. `load_corpus("shakespeare")`), tokenized with
+        the checkpoint's own tokenizer, or a `TokenDataset` whose tokenizer must be the
+        checkpoint's. The text is not stored in checkpoints: corpora are large and yours."""
+        return cls.from_checkpoint(checkpoint.load(path), path, data, device)
 
     @classmethod
-    def from_checkpoint(cls, ck: checkpoint.Checkpoint, path, dataset, device=None) -> Trainer:
+    def from_checkpoint(cls, ck: checkpoint.Checkpoint, path, data, device=None) -> Trainer:
         """`load` for a checkpoint already read (`path` names it in errors)."""
+        from .data import TokenDataset
+
         meta = ck.extra.get("trainer")
         if meta is None:
             raise CheckpointError(f"{path} holds no trainer state; save it with trainer.save(path)")
+        if isinstance(data, str):
+            if ck.tokenizer is None:
+                raise CheckpointError(f"{path} stores no tokenizer; pass a TokenDataset instead "
+                                      "of text")
+            data = TokenDataset(data, ck.tokenizer, block_size=ck.model.config.block_size)
+        dataset = data
         config = TrainConfig.from_dict(meta["config"])
         if device is not None:
             config = replace(config, device=str(device))

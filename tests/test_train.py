@@ -5,7 +5,7 @@ import time
 import pytest
 import torch
 
-from lmlab import GPT, CheckpointError, ConfigError, DataError, GPTConfig, TokenDataset
+from lmlab import GPT, CharTokenizer, CheckpointError, ConfigError, DataError, GPTConfig, TokenDataset
 from lmlab import TrainerStateError, TrainingError
 from lmlab.train import TrainConfig, Trainer
 
@@ -265,3 +265,19 @@ def test_ctrl_c_during_run_stops_cleanly():
     history = t.run(progress=False)
     assert t.state == "stopped" and not t.is_alive and t.error is None
     assert 3 <= t.step_count < 100 and len(history) == t.step_count
+
+
+def test_a_dataset_with_another_tokenizer_is_refused_and_text_is_retokenized(tmp_path):
+    t = make(max_steps=4)
+    t.run(progress=False)
+    t.save(tmp_path / "run.safetensors")
+    permuted = CharTokenizer(sorted(set(TEXT), reverse=True))  # same characters, other ids
+    other = TokenDataset(TEXT, permuted, block_size=16)
+    assert other.vocab_size == t.dataset.vocab_size
+    assert other.tokenizer.to_dict() != t.dataset.tokenizer.to_dict()
+    with pytest.raises(CheckpointError, match="not the one .* was trained with"):
+        Trainer.load(tmp_path / "run.safetensors", other, device="cpu")
+    again = Trainer.load(tmp_path / "run.safetensors", TEXT, device="cpu")
+    assert again.step_count == 4
+    assert again.dataset.tokenizer.to_dict() == t.dataset.tokenizer.to_dict()
+    assert torch.equal(again.dataset.train_ids, t.dataset.train_ids)
