@@ -501,6 +501,8 @@ class Trainer:
         history, samples and rollback point cleared. The training settings stay. The
         model object is kept when its shape does not change."""
         self._run.reset()
+        if getattr(self, "_pinned_decay", False):  # a fresh run: the schedule spans max_steps again
+            self.config, self._pinned_decay = replace(self.config, lr_decay_steps=None), False
         shape = (config or self.model.config).replace(**changes)
         dataset = self.dataset
         if shape.block_size != dataset.block_size:
@@ -632,13 +634,42 @@ class Trainer:
         bar.update(0)  # redraws at most every mininterval
 
     def update_config(self, **changes) -> None:
-        """Change settings between runs (e.g. learning_rate, max_steps, batch_size)."""
+        """Change settings between runs; each change takes effect at the next step.
+
+        - optimizer: a fresh optimiser of that kind (the old one's moments do not carry
+          over); betas, weight_decay, momentum: set on the optimiser, its state kept;
+          compile: the model is (un)compiled.
+        - max_steps raised after training began: the schedule is kept, so the learning
+          rate does not jump back up; it stays at its final value for the extra steps
+          (set lr_decay_steps to stretch the cosine over them instead).
+        - device and seed belong to the trainer's making: refused, with what to do.
+        """
         if self.is_alive:
             raise TrainerStateError("stop the run before changing its settings")
-        config = replace(self.config, **changes)
+        for name, how in (("device", "save, then Trainer.load(path, text, device=...)"),
+                          ("seed", "build a new Trainer with seed=...")):
+            if name in changes and changes[name] != getattr(self.config, name):
+                raise ConfigError(f"{name} cannot change on an existing trainer; {how}")
+        old = self.config
+        if (changes.get("max_steps", old.max_steps) > old.max_steps and self.step_count > 0
+                and old.lr_decay_steps is None and "lr_decay_steps" not in changes):
+            changes["lr_decay_steps"] = old.max_steps
+            self._pinned_decay = True
+        config = replace(old, **changes)
         self._check_fit(self.model, self.dataset, config)
         self.config = config
         self._target = config.max_steps
+        if config.optimizer != old.optimizer:
+            self.optimizer = make_optimizer(self.model, config, self.device)
+        else:
+            for i, group in enumerate(self.optimizer.param_groups):
+                if "betas" in group:
+                    group["betas"] = tuple(config.betas)
+                if "momentum" in group:
+                    group["momentum"] = config.momentum
+                group["weight_decay"] = config.weight_decay if i == 0 else 0.0
+        if config.compile != old.compile:
+            self._forward = maybe_compile(self.model, config.compile)
 
     # ---- checkpoints -------------------------------------------------------------------
 

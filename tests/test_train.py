@@ -281,3 +281,36 @@ def test_a_dataset_with_another_tokenizer_is_refused_and_text_is_retokenized(tmp
     assert again.step_count == 4
     assert again.dataset.tokenizer.to_dict() == t.dataset.tokenizer.to_dict()
     assert torch.equal(again.dataset.train_ids, t.dataset.train_ids)
+
+
+def test_changed_settings_take_effect():
+    t = make(max_steps=20)
+    t.run(steps=3, progress=False)
+    t.update_config(optimizer="sgd", momentum=0.5)
+    assert isinstance(t.optimizer, torch.optim.SGD) and t.optimizer.param_groups[0]["momentum"] == 0.5
+    t.update_config(optimizer="adamw")
+    moments_before = None
+    t.run(steps=2, progress=False)
+    moments_before = {k: v["exp_avg"].clone() for k, v in enumerate(t.optimizer.state.values())}
+    t.update_config(betas=(0.8, 0.9), weight_decay=0.2)
+    assert t.optimizer.param_groups[0]["betas"] == (0.8, 0.9)
+    assert [g["weight_decay"] for g in t.optimizer.param_groups] == [0.2, 0.0]
+    kept = {k: v["exp_avg"] for k, v in enumerate(t.optimizer.state.values())}
+    assert all(torch.equal(kept[k], v) for k, v in moments_before.items())  # state carried over
+    with pytest.raises(ConfigError, match="device cannot change"):
+        t.update_config(device="meta")
+    with pytest.raises(ConfigError, match="seed cannot change"):
+        t.update_config(seed=5)
+
+
+def test_raising_max_steps_keeps_the_schedule():
+    t = make(max_steps=20, warmup_steps=2)
+    t.run(progress=False)
+    last = t.history.last()["lr"]
+    t.update_config(max_steps=30)
+    t.run(progress=False)
+    lrs = t.history.column("lr")[20:]
+    assert max(lrs) <= last + 1e-12  # no jump back up
+    assert lrs[-1] == pytest.approx(t.config.final_lr)
+    t.reset()
+    assert t.config.lr_decay_steps is None  # a fresh run stretches over max_steps again
