@@ -18,6 +18,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -26,7 +27,7 @@ from .errors import CheckpointError, ConfigError, DataError, TrainerStateError, 
 from .history import History
 from .model import GPT, GPTConfig, autocast, maybe_compile, resolve_device
 from .reading import model_lock, reading
-from .runcontrol import RunControl
+from .runcontrol import RunControl, remember_main_loop
 from .sampling import generate
 from .settings import Checked
 
@@ -184,6 +185,7 @@ class Snapshot:
     optimizer: dict
     rng_batches: torch.Tensor
     rng_torch: torch.Tensor
+    rng_cuda: torch.Tensor | None = None
 
 
 HEALTHY_MARGIN = 1.1  # an evaluation within 10% of the best so far is healthy
@@ -203,7 +205,9 @@ class Trainer:
         if dataset.device != self.device:
             dataset.device = self.device
         self._callbacks = {e: [] for e in EVENTS}
-        self._run = RunControl(self._run_step, self._target_reached, self._run_ended)
+        self._run = RunControl(self._run_step, self._target_reached, self._run_ended,
+                               lock_owned=lambda: self.lock._is_owned())
+        remember_main_loop()  # built in a notebook cell: Start from a click trains here
         self._target = config.max_steps
         self._after_step = None
         self._fresh_state(config.seed)
@@ -308,6 +312,8 @@ class Trainer:
     def step(self) -> dict:
         """One optimisation step by hand (idle, paused or after a run); returns its
         History row. Weights change only when the loss and the gradient norm are finite."""
+        if self._snapshot is None and self.step_count == 0 and not self.is_alive:
+            self._keep_if_healthy(self.evaluate())  # so that even the first steps can be undone
         return self._run.manual_step()
 
     def _run_step(self) -> dict:
@@ -319,7 +325,13 @@ class Trainer:
             self._emit("eval", evaluated)
         every = self.sampling.every
         if every and self.step_count % every == 0:
-            self._emit("sample", self._periodic_sample())
+            try:
+                sample = self._periodic_sample()
+            except Exception as e:  # a sample is a view of training, never a reason to stop it
+                self.warnings.append(f"step {self.step_count}: the periodic sample failed: "
+                                     f"{type(e).__name__}: {e}")
+            else:
+                self._emit("sample", sample)
         if self._after_step is not None:
             self._after_step()
         return row
@@ -328,6 +340,7 @@ class Trainer:
         cfg = self.config
         with self.lock:
             t0 = time.perf_counter()
+            self.optimizer.zero_grad(set_to_none=True)  # whatever an interrupted step left
             lr = self.lr()
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
@@ -465,7 +478,8 @@ class Trainer:
                 wall_time=self.wall_time, evaluation=dict(evaluation),
                 model={k: v.detach().clone() for k, v in self.model.state_dict().items()},
                 optimizer=copy.deepcopy(self.optimizer.state_dict()),
-                rng_batches=self.generator.get_state(), rng_torch=torch.get_rng_state())
+                rng_batches=self.generator.get_state(), rng_torch=torch.get_rng_state(),
+                rng_cuda=torch.cuda.get_rng_state() if self.device.type == "cuda" else None)
 
     @property
     def rollback_point(self) -> tuple[int, float] | None:
@@ -477,16 +491,19 @@ class Trainer:
         """Go back to the weights, optimiser state and history of the last healthy
         evaluation (see `rollback_point`), e.g. after a learning rate that diverged.
         Returns that step. Refused while a run is active."""
-        self._run.reset()
         s = self._snapshot
+        self._run._check_ended("roll back")
         if s is None:
             raise TrainerStateError("there is no healthy evaluation to go back to yet; "
                                     "trainer.reset() starts again from fresh weights")
+        self._run.reset()
         with self.lock:
             self.model.load_state_dict(s.model)
             self.optimizer.load_state_dict(copy.deepcopy(s.optimizer))
             self.generator.set_state(s.rng_batches)
             torch.set_rng_state(s.rng_torch)
+            if s.rng_cuda is not None:
+                torch.cuda.set_rng_state(s.rng_cuda)
             self.step_count, self.tokens_seen, self.wall_time = s.step, s.tokens_seen, s.wall_time
             self.last_eval = dict(s.evaluation)
             self.history = History(r for r in self.history.rows() if r["step"] <= s.step)
@@ -500,21 +517,21 @@ class Trainer:
         this model's shape with `changes`, e.g. n_layer=2), a fresh optimiser, step 0,
         history, samples and rollback point cleared. The training settings stay. The
         model object is kept when its shape does not change."""
+        self._run._check_ended("reset")
+        shape = (config or self.model.config).replace(**changes)
+        dataset = self.dataset
+        if shape.block_size != self.model.config.block_size:  # a new context: re-cut the text
+            dataset = dataset.with_block_size(shape.block_size)
+        self._check_fit(SimpleNamespace(config=shape), dataset, self.config)  # before any change
         self._run.reset()
         if getattr(self, "_pinned_decay", False):  # a fresh run: the schedule spans max_steps again
             self.config, self._pinned_decay = replace(self.config, lr_decay_steps=None), False
-        shape = (config or self.model.config).replace(**changes)
-        dataset = self.dataset
-        if shape.block_size != dataset.block_size:
-            dataset = dataset.with_block_size(shape.block_size)
         with self.lock:
             torch.manual_seed(self.config.seed)
             if shape == self.model.config:
                 self.model.reset_parameters()
             else:
-                model = GPT(shape).to(self.device)
-                self._check_fit(model, dataset, self.config)
-                self.model = model
+                self.model = GPT(shape).to(self.device)
             self.dataset = dataset
             self._fresh_state(self.config.seed)
         self._target = self.config.max_steps

@@ -1,12 +1,15 @@
 """Run control: the state machine, its drivers, interrupts, and the read path."""
 
 import asyncio
+import gc
 import os
 import random
 import signal
 import sys
 import threading
 import time
+import weakref
+from dataclasses import replace
 
 import pytest
 import torch
@@ -17,6 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from lmlab import (GPT, ConfigError, GPTConfig, TokenDataset, TokenizerError, TrainerStateError,
                    TrainingError)
 from lmlab.reading import model_lock
+from lmlab import runcontrol
 from lmlab.runcontrol import ACTIVE
 from lmlab.sampling import next_token_distribution
 from lmlab.train import TrainConfig, Trainer
@@ -126,7 +130,7 @@ def test_methods_that_make_no_sense_raise_clear_errors():
     try:
         wait_for(lambda: t.step_count >= 1)
         for call, fragment in ((t.start, "already running"), (t.step, "cannot step by hand"),
-                               (t.reset, "cannot reset"), (t.rollback, "cannot reset"),
+                               (t.reset, "cannot reset"), (t.rollback, "cannot roll back"),
                                (lambda: t.update_config(batch_size=2), "stop the run")):
             with pytest.raises(TrainerStateError, match=fragment):
                 call()
@@ -301,7 +305,7 @@ def test_an_interrupt_inside_a_step_on_the_kernel_loop_stops_after_that_step(ref
     _with_sigint_handler(signal.default_int_handler, lambda: asyncio.run(notebook()))
     assert t.state == "stopped" and t.error is None and t.step_count == at_step
     _assert_whole_step(t, reference)
-    assert signal.getsignal(signal.SIGINT) is not t._run._sigint
+    assert signal.getsignal(signal.SIGINT) is not runcontrol._sigint  # restored after the run
 
 
 @pytest.mark.parametrize("where", ["backward", "optimizer"])
@@ -504,3 +508,170 @@ def test_unknown_settings_suggest_the_right_name(call, fragment):
     with pytest.raises(ConfigError) as e:
         call()
     assert fragment in str(e.value)
+
+
+# ---- found in review ---------------------------------------------------------------------------
+
+
+def test_the_handler_left_between_steps_pins_no_trainer():
+    holder = [make(max_steps=3)]
+    ref = weakref.ref(holder[0])
+
+    async def notebook():
+        holder[0].start()
+        saved = signal.signal(signal.SIGINT, signal.default_int_handler)  # a cell begins...
+        await holder[0].wait()  # ...and the run ends during it
+        signal.signal(signal.SIGINT, saved)  # the kernel restores what it saved
+
+    _with_sigint_handler(signal.SIG_IGN, lambda: asyncio.run(notebook()))
+    holder.clear()
+    gc.collect()
+    assert ref() is None  # whatever handler is left holds no trainer
+
+
+def test_a_run_whose_loop_closes_fails_instead_of_staying_alive():
+    t = make()
+
+    async def notebook():
+        t.start()
+        await asyncio.sleep(0.05)  # the loop closes with the run active
+
+    asyncio.run(notebook())
+    assert t.state == "failed" and not t.is_alive and t.error is not None
+    t.start(steps=2, driver="thread")  # and it can train again
+    assert t.join(30) and t.state == "finished"
+
+
+def test_stop_while_paused_during_a_step_by_hand():
+    t = make()
+    t.start()
+    wait_for(lambda: t.step_count >= 1)
+    t.pause()
+    inside = threading.Event()
+    go = threading.Event()
+    t.on_step(lambda tr, row: (inside.set(), go.wait(10)))
+    stepper = threading.Thread(target=t.step)
+    stepper.start()
+    assert inside.wait(10)
+    t.stop(wait=False)  # no AssertionError: paused -> stopped
+    go.set()
+    stepper.join(10)
+    t.stop()
+    assert t.state == "stopped" and not t.is_alive and t.join(5)
+
+
+def test_waiting_while_holding_the_models_lock_is_refused_not_a_deadlock():
+    t = make()
+    t.start(driver="thread")
+    try:
+        wait_for(lambda: t.step_count >= 1)
+        with t.reading():
+            with pytest.raises(TrainerStateError, match="holds"):
+                t.stop()  # waiting here would wait for a step that needs this lock
+    finally:
+        t.stop()
+    assert t.state == "stopped"
+
+
+def test_join_from_the_runs_own_callback_is_refused():
+    t = make(max_steps=2)
+    t.on_end(lambda tr, state: tr.join())
+    t.start(driver="thread")
+    assert t.join(10) and any("would wait forever" in w for w in t.warnings)
+
+
+def test_a_new_run_can_start_from_the_end_event_and_right_after_stop():
+    t = make(max_steps=3)
+    restarted = []
+
+    def again(tr, state):
+        if not restarted:
+            restarted.append(state)
+            tr.start(steps=2, driver="thread")
+
+    t.on_end(again)
+    t.start(driver="thread")
+    wait_for(lambda: t.step_count == 5 and not t.is_alive)
+    assert t.join(10) and restarted == ["finished"] and t.state == "finished"
+
+    u = make()
+
+    async def notebook():
+        u.start()
+        await asyncio.sleep(0.02)
+        u.stop()
+        u.start(steps=3)  # Stop then Start at once: the old driver only winds down
+        await u.wait()
+
+    asyncio.run(notebook())
+    assert u.state == "finished" and u.error is None
+
+
+def test_reset_without_a_new_shape_keeps_the_datasets_context():
+    ds = TokenDataset(TEXT, block_size=8)
+    model = GPT(GPTConfig(vocab_size=ds.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    t = Trainer(model, ds, TrainConfig(batch_size=4, max_steps=5, device="cpu"))
+    t.reset()
+    assert t.dataset.block_size == 8
+    t.reset(block_size=12)
+    assert t.dataset.block_size == 12 and t.model.config.block_size == 12
+
+
+def test_an_interrupt_during_a_step_by_hand_raises_after_the_whole_step(reference):
+    t = make(init=reference[0])
+    _arm(t, "optimizer", 2)
+    t.step()
+    with pytest.raises(KeyboardInterrupt):
+        _with_sigint_handler(signal.default_int_handler, t.step)
+    assert t.step_count == 2 and len(t.history) == 2
+    _assert_whole_step(t, reference)
+
+
+def test_a_failing_periodic_sample_never_stops_training():
+    t = make(max_steps=6)
+    t.set_sampling(prompt="the ", every=2)
+    t.sampling = replace(t.sampling, prompt="")  # set behind set_sampling's back
+    t.run(progress=False)
+    assert t.state == "finished" and any("periodic sample failed" in w for w in t.warnings)
+
+
+def test_a_refused_rollback_leaves_a_failed_run_as_it_was():
+    t = make()
+    t.on_step(lambda tr, row: None)
+    with torch.no_grad():
+        t.model.transformer.wte.weight.fill_(float("nan"))
+    t._snapshot = None
+    t.start(driver="thread")
+    t.join(10)
+    t._snapshot = None
+    assert t.state == "failed"
+    with pytest.raises(TrainerStateError, match="no healthy evaluation"):
+        t.rollback()
+    assert t.state == "failed" and t.error is not None
+
+
+def test_a_click_handled_on_a_subshell_thread_trains_on_the_main_loop():
+    """ipykernel 7 runs widget comm handlers on a subshell thread with a loop of its own
+    (JupyterLab 4.6's commsOverSubshells); the steps must still run on the main thread."""
+    threads = set()
+
+    async def kernel():
+        t = make(max_steps=5)  # built in a cell, on the main thread
+        t.on_step(lambda tr, row: threads.add(threading.current_thread().name))
+
+        def subshell():
+            async def click():
+                t.start()
+                assert t.driver == "loop"
+            asyncio.run(click())
+
+        worker = threading.Thread(target=subshell, name="subshell")
+        worker.start()
+        while worker.is_alive() or t.is_alive:
+            await asyncio.sleep(0.01)
+        await t.wait()
+        return t
+
+    t = asyncio.run(kernel())
+    assert t.state == "finished" and t.step_count == 5
+    assert threads == {"MainThread"}

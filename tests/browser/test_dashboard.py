@@ -22,11 +22,14 @@ def dashboard_notebook(blocking_steps: int = 0) -> nbformat.NotebookNode:
         "model = lmlab.GPT(lmlab.GPTConfig.preset('nano', vocab_size=data.vocab_size,"
         " block_size=32))\n"
         "trainer = lmlab.Trainer(model, data, max_steps=100_000, eval_interval=50, eval_batches=4,"
-        " device='cpu')",
+        " device='cpu')\n"
+        "import threading\n"
+        "step_threads = set()  # which threads run the steps\n"
+        "trainer.on_step(lambda t, row: step_threads.add(threading.current_thread().name))",
         "dashboard = TrainingDashboard(trainer, prompt='ROMEO:', sample_every=50,"
         " sample_tokens=40)\n"
         "dashboard",
-        "print(f'another cell ran at step {trainer.step_count}', 6 * 7)",
+        "print(f'another cell ran at step {trainer.step_count}', 6 * 7, sorted(step_threads))",
     ]
     if blocking_steps:
         sources.append(f"dashboard.run({blocking_steps})")
@@ -93,6 +96,8 @@ def test_dashboard_trains_while_other_cells_run_and_obeys_its_buttons(jlab):
     wait_until(lambda: "another cell ran at step" in cell_output(jlab, OTHER_CELL),
                what="the other cell's output")
     assert "42" in cell_output(jlab, OTHER_CELL)
+    # the click reached the kernel on a subshell thread; the steps still run on the main one
+    assert "['MainThread']" in cell_output(jlab, OTHER_CELL)
     wait_until(lambda: step_count(jlab) > before + 20, what="training to go on after the cell")
     jlab.screenshot("02-training")
     jlab.element_screenshot(".lmlab-dashboard", "dashboard-widget")
@@ -125,6 +130,10 @@ def test_dashboard_trains_while_other_cells_run_and_obeys_its_buttons(jlab):
     wait_until(lambda: jlab.text(".lmlab-error").strip() == "", what="the error to clear")
     jlab.click(".lmlab-start")
     wait_until(lambda: step_count(jlab) > stopped_at + 5, what="training after the error")
+    run_cell(jlab, OTHER_CELL)  # later clicks reach the kernel on a subshell thread too
+    wait_until(lambda: f"at step {stopped_at}" not in cell_output(jlab, OTHER_CELL)
+               and "another cell ran" in cell_output(jlab, OTHER_CELL), what="the cell again")
+    assert "['MainThread']" in cell_output(jlab, OTHER_CELL), cell_output(jlab, OTHER_CELL)
     jlab.click(".lmlab-stop")
     wait_until(lambda: "stopped" in jlab.text(".lmlab-state"), what="stopped again")
     assert not jlab.cell_errors()
