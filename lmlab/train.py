@@ -186,6 +186,8 @@ class Snapshot:
     rng_batches: torch.Tensor
     rng_torch: torch.Tensor
     rng_cuda: torch.Tensor | None = None
+    learning_rate: float = 0.0  # the settings in effect then
+    min_lr: float | None = None
 
 
 HEALTHY_MARGIN = 1.1  # an evaluation within 10% of the best so far is healthy
@@ -479,7 +481,8 @@ class Trainer:
                 model={k: v.detach().clone() for k, v in self.model.state_dict().items()},
                 optimizer=copy.deepcopy(self.optimizer.state_dict()),
                 rng_batches=self.generator.get_state(), rng_torch=torch.get_rng_state(),
-                rng_cuda=torch.cuda.get_rng_state() if self.device.type == "cuda" else None)
+                rng_cuda=torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
+                learning_rate=self.config.learning_rate, min_lr=self.config.min_lr)
 
     @property
     def rollback_point(self) -> tuple[int, float] | None:
@@ -488,9 +491,9 @@ class Trainer:
         return (s.step, s.loss) if s is not None else None
 
     def rollback(self) -> int:
-        """Go back to the weights, optimiser state and history of the last healthy
-        evaluation (see `rollback_point`), e.g. after a learning rate that diverged.
-        Returns that step. Refused while a run is active."""
+        """Go back to the weights, optimiser state, history and learning rate of the last
+        healthy evaluation (see `rollback_point`), e.g. after a learning rate that
+        diverged. Returns that step. Refused while a run is active."""
         s = self._snapshot
         self._run._check_ended("roll back")
         if s is None:
@@ -504,6 +507,8 @@ class Trainer:
             torch.set_rng_state(s.rng_torch)
             if s.rng_cuda is not None:
                 torch.cuda.set_rng_state(s.rng_cuda)
+            # the learning rate that trained those weights, not the one that diverged
+            self.config = replace(self.config, learning_rate=s.learning_rate, min_lr=s.min_lr)
             self.step_count, self.tokens_seen, self.wall_time = s.step, s.tokens_seen, s.wall_time
             self.last_eval = dict(s.evaluation)
             self.history = History(r for r in self.history.rows() if r["step"] <= s.step)

@@ -198,6 +198,7 @@ def test_back_to_the_last_healthy_step_after_a_divergence(dash):
     assert dash.back_button.layout.display == "none"  # nothing to go back to yet
     with torch.no_grad():
         t.model.transformer.wte.weight.mul_(1e30)
+    dash.lr_input.value = "5"  # the bad learning rate the class tries
     dash.start_button.click()
     t.join(30)
     assert t.state == "failed"
@@ -207,6 +208,7 @@ def test_back_to_the_last_healthy_step_after_a_divergence(dash):
     assert dash.back_button.description.startswith("Back to step 20 (val loss ")
     dash.back_button.click()
     assert t.step_count == 20 and t.state == "idle" and dash.error.value == ""
+    assert t.config.learning_rate == 0.001 and dash.lr_input.value == "0.001"  # one click
     assert len(dash.loss_chart.lines()[0]['x']) == 20
 
 
@@ -294,3 +296,41 @@ def test_run_comparison_overlays_runs():
     assert data[2]["y"] != data[0]["y"]
     with pytest.raises(ValueError, match="2 labels for 1 trainers"):
         RunComparison([a], labels=["x", "y"])
+
+
+def test_reset_checks_the_new_model_before_stopping_the_run(dash):
+    dash.start_button.click()
+    wait_for(lambda: dash.trainer.step_count >= 2)
+    dash.width_input.value = 33  # not divisible by 2 heads
+    dash.reset_button.click()
+    assert "width 33 is not divisible by heads 2" in dash.error.value
+    assert dash.trainer.is_alive  # the run was not stopped for nothing
+    dash.width_input.value = 16
+    dash.context_input.value = 4000
+    dash.reset_button.click()
+    assert "context 4000 with batch size 4 needs more text" in dash.error.value
+    assert "batch_size" not in dash.error.value and dash.trainer.is_alive
+    dash.stop_button.click()
+
+
+def test_a_diverging_step_by_hand_says_what_to_click(dash):
+    dash.step_button.click()
+    with torch.no_grad():
+        dash.trainer.model.transformer.wte.weight.fill_(float("nan"))
+    dash.step_button.click()
+    assert "Training diverged" in dash.error.value and "Back to step 0" in dash.error.value
+    assert "trainer.reset()" not in dash.error.value
+
+
+def test_run_comparison_redraws_a_trainers_replaced_history(tmp_path):
+    other = make_trainer(max_steps=5, learning_rate=0.01)
+    other.run(progress=False)
+    other.save(tmp_path / "other.safetensors")
+    t = make_trainer(max_steps=10)
+    cmp = RunComparison([t], labels=["a"], refresh=0.0)
+    t.run(steps=3, progress=False)
+    t.restore(tmp_path / "other.safetensors")  # a longer history replaces the shown one
+    drawn = cmp.chart.lines()[0]
+    assert drawn["x"] == [1, 2, 3, 4, 5]
+    smoothed, _ = smooth(t.history.column("train_loss"))
+    assert drawn["y"] == pytest.approx(smoothed, rel=1e-5)

@@ -27,6 +27,20 @@ function ticks(lo, hi, count) {
   return out;
 }
 
+// Ticks of a log10 axis (lo, hi in log10 units): 1, 2, 5 times powers of ten.
+function logTicks(lo, hi, count) {
+  const out = [];
+  for (let p = Math.floor(lo); p <= Math.ceil(hi); p++) {
+    for (const m of [1, 2, 5]) {
+      const v = Math.log10(m) + p;
+      if (v >= lo && v <= hi) out.push(v);
+    }
+  }
+  if (out.length > count * 2) return out.filter((v) => Number.isInteger(Math.round(v * 1e9) / 1e9));
+  if (out.length >= 2) return out;
+  return ticks(Math.pow(10, lo), Math.pow(10, hi), count).filter((v) => v > 0).map(Math.log10);
+}
+
 function label(v) {
   const a = Math.abs(v);
   if (a !== 0 && (a >= 1e5 || a < 1e-3)) return v.toExponential(1).replace("e+", "e");
@@ -85,7 +99,8 @@ function draw(model, el) {
   const py = (v) => MARGIN.top + (1 - (v - y0) / (y1 - y0)) * plotH;
 
   const axes = svg("g", { class: "lmlab-chart-axes" }, root);
-  for (const v of ticks(y0, y1, Math.max(3, Math.floor(plotH / 40)))) {
+  const yCount = Math.max(3, Math.floor(plotH / 40));
+  for (const v of logY ? logTicks(y0, y1, yCount) : ticks(y0, y1, yCount)) {
     svg("line", { x1: MARGIN.left, x2: MARGIN.left + plotW, y1: py(v), y2: py(v), class: "grid" }, axes);
     svg("text", { x: MARGIN.left - 6, y: py(v) + 4, "text-anchor": "end" }, axes).textContent =
       logY ? label(Math.pow(10, v)) : label(v);
@@ -110,7 +125,8 @@ function draw(model, el) {
     text.textContent = s.name;
     legendX -= text.getComputedTextLength ? text.getComputedTextLength() + 28 : 100;
     svg("line", { x1: legendX + 6, x2: legendX + 20, y1: 14, y2: 14, stroke: s.color,
-      "stroke-width": 2, "stroke-dasharray": s.dash ? "4 3" : "none" }, root);
+      "stroke-width": Math.max(1.5, s.width || 2), "stroke-opacity": Math.max(0.4, s.opacity ?? 1),
+      "stroke-dasharray": s.dash ? "4 3" : "none" }, root);
   }
   for (const s of series) {
     const x = s.x || [], y = s.y || [];
@@ -127,7 +143,7 @@ function draw(model, el) {
     if (s.markers) {
       for (let i = 0; i < x.length; i++) {
         const v = ty(y[i]);
-        if (!Number.isFinite(v)) continue;
+        if (!Number.isFinite(v) || !Number.isFinite(x[i])) continue;
         const dot = svg("circle", { cx: px(x[i]), cy: py(v), r: 3, fill: s.color }, lines);
         svg("title", {}, dot).textContent = `${s.name}: ${label(y[i])} at ${label(x[i])}`;
       }

@@ -41,7 +41,11 @@ class RunComparison(TrainerView, W.VBox):
         for t in trainers:
             self._watch(t, "step", "_tick")
             self._watch(t, "end", "_redraw_now")
-            self._watch(t, "reset", "_redraw_now")
+            self._watch(t, "reset", "_on_reset")
+        self.redraw(force=True)
+
+    def _on_reset(self, trainer, _):
+        self.curves[self.trainers.index(trainer)].reset()  # its history was replaced
         self.redraw(force=True)
 
     def _show(self, message: str, kind: str) -> None:

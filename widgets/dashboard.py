@@ -338,32 +338,39 @@ class TrainingDashboard(TrainerView, W.VBox):
         if not self.trainer.is_alive:
             self._apply_settings()
         self.clear_error()
-        self.trainer.step()
-        self.redraw(force=True)
+        try:
+            self.trainer.step()
+        except TrainingError as e:
+            raise LmlabError(self._failure_message(e)) from None
+        finally:
+            self.redraw(force=True)
 
     def _on_back(self, _=None):
         if self.trainer.is_alive:
             raise LmlabError("press Stop first: going back replaces the weights being trained")
         self.trainer.rollback()
+        self.lr_input.value = str(self.trainer.config.learning_rate)  # the rate of that step
         self.clear_error()
         self.redraw(force=True)
 
     def _on_reset(self, _=None):
         """Fresh weights with the model settings shown, same training settings, same trainer."""
         t = self.trainer
-        if t.is_alive:
-            t.stop()
         layers, heads = self.layers_input.value, self.heads_input.value
         width, context = self.width_input.value, self.context_input.value
         if width % heads:
             raise LmlabError(f"width {width} is not divisible by heads {heads}; pick a width that "
                              f"is a multiple of heads (e.g. {max(heads, width // heads * heads)})")
-        longest = len(t.dataset.train_ids) - 1
-        if context > longest:
-            raise LmlabError(f"context {context} is longer than the training text allows "
-                             f"({longest}); pick a shorter context")
-        self._apply_settings()
+        batch = self._read(self.batch_input, int, 0, math.inf, 12)
+        text = min(len(t.dataset.train_ids), len(t.dataset.val_ids) or math.inf)
+        if context + 1 > text or batch * context + 1 > len(t.dataset.train_ids):
+            raise LmlabError(f"context {context} with batch size {batch} needs more text than the "
+                             f"training text has ({len(t.dataset.train_ids):,} tokens); pick a "
+                             "shorter context or a smaller batch size")
+        if t.is_alive:  # only once the new settings are known to be good
+            t.stop()
         t.reset(n_layer=layers, n_head=heads, n_embd=width, block_size=context)
+        self._apply_settings()
         self.clear_error()
         self.redraw(force=True)
 
