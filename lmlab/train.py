@@ -586,8 +586,9 @@ class Trainer:
 
     def start(self, steps: int | None = None, driver: str = "auto") -> None:
         """Train in the background until max_steps (or `steps` more steps). In a notebook
-        (a running event loop on this thread) the steps run on that loop between cells,
-        at full speed; elsewhere on a thread. `driver` forces "loop" or "thread"."""
+        the steps run on the kernel's main event loop between cells, at full speed, even
+        when called from a widget click handled on another thread; without an event loop
+        (a script) on a thread. `driver` forces "loop" or "thread"."""
         self._prepare(steps)
         self._run.start(driver)
 
