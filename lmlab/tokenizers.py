@@ -100,10 +100,11 @@ class CharTokenizer(_Base):
             return [stoi.get(ch, fallback) for ch in text]
         missing = sorted({ch for ch in text if ch not in stoi})
         shown = ", ".join(repr(ch) for ch in missing[:10]) + (" ..." if len(missing) > 10 else "")
+        known = "".join(visible(ch) for ch in self.chars[:80]) + (" …" if len(self.chars) > 80 else "")
         raise TokenizerError(
-            f"{len(missing)} character(s) not in the vocabulary: {shown}. Refit the tokenizer "
-            "on text that contains them (CharTokenizer.fit(text)), or build it with "
-            "unknown='replace' to map them to '\ufffd'"
+            f"{len(missing)} character(s) not in the vocabulary: {shown}. The model knows these "
+            f"{len(self.chars)}: {known} — write the text with those. (A tokenizer built with "
+            "CharTokenizer.fit(text, unknown='replace') maps unknown characters to '\ufffd'.)"
         )
 
     def decode(self, ids) -> str:

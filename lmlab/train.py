@@ -760,10 +760,11 @@ class Trainer:
                 state.setdefault(int(pid), {})[key] = value
             self.optimizer = make_optimizer(self.model, self.config, self.device)
             self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-            torch.set_rng_state(ck.tensors["rng.torch"])
-            self.generator.set_state(ck.tensors["rng.batches"])
+            # RNG states are CPU byte tensors, whatever device the checkpoint was loaded onto
+            torch.set_rng_state(ck.tensors["rng.torch"].cpu())
+            self.generator.set_state(ck.tensors["rng.batches"].cpu())
             if "rng.cuda" in ck.tensors and torch.cuda.is_available():
-                torch.cuda.set_rng_state(ck.tensors["rng.cuda"])
+                torch.cuda.set_rng_state(ck.tensors["rng.cuda"].cpu())
             self.step_count = meta["step"]
             self.tokens_seen = meta["tokens_seen"]
             self.wall_time = meta["wall_time"]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lmlab import GPT, CharTokenizer, CheckpointError, ConfigError, DataError, GPTConfig, TokenDataset
-from lmlab import TrainerStateError, TrainingError
+from lmlab import TokenizerError, TrainerStateError, TrainingError
 from lmlab.train import TrainConfig, Trainer
 
 TEXT = ("the quick brown fox jumps over the lazy dog. " * 200
@@ -314,3 +314,12 @@ def test_raising_max_steps_keeps_the_schedule():
     assert lrs[-1] == pytest.approx(t.config.final_lr)
     t.reset()
     assert t.config.lr_decay_steps is None  # a fresh run stretches over max_steps again
+
+
+def test_sampling_unknown_characters_says_what_the_model_knows():
+    t = make(max_steps=1)
+    with pytest.raises(TokenizerError) as e:
+        t.sample("Emma")
+    message = str(e.value)
+    assert "'E'" in message and "The model knows these" in message and "Refit" not in message
+    assert "abc" in message and "unknown='replace'" in message
