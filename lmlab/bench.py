@@ -91,10 +91,11 @@ def main(argv=None):
         from .bench_train import bench_quality
 
         bench_quality(args.seeds)
-    else:
-        from lmlab.widgets.bench import bench_dashboard
+    else:  # a widget benchmark: it lives with the widgets, which the engine never imports
+        import subprocess
+        import sys
 
-        bench_dashboard()
+        raise SystemExit(subprocess.call([sys.executable, "-m", "lmlab.widgets.bench"]))
 
 
 if __name__ == "__main__":

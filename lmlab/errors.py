@@ -39,4 +39,9 @@ class TrainerStateError(LmlabError, RuntimeError):
 
 
 class TrainingError(LmlabError, RuntimeError):
-    """Training stopped on a fault: non-finite loss, or a failing callback."""
+    """Training diverged: the loss or the gradient norm became non-finite. `what`
+    says which and where, e.g. "the loss became nan at step 538"."""
+
+    def __init__(self, message: str, what: str = ""):
+        super().__init__(message)
+        self.what = what

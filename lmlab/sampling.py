@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import ConfigError
+from .reading import reading
 
 
 def _check(temperature: float, top_k: int | None, top_p: float | None):
@@ -62,8 +63,6 @@ def next_token_distribution(model, tokenizer, ids: list[int], temperature: float
                             top_k: int | None = None, top_p: float | None = None) -> Distribution:
     """The model's distribution for the token after `ids`, before and after filtering.
     Read through `reading(model)`: eval mode, between training steps."""
-    from .reading import reading
-
     with reading(model):
         logits = model(torch.tensor([ids], device=model.device)).logits[0, -1]
     raw = logits.float().softmax(-1)

@@ -212,6 +212,7 @@ class Trainer:
         remember_main_loop()  # built in a notebook cell: Start from a click trains here
         self._target = config.max_steps
         self._after_step = None
+        self._pinned_decay = False  # lr_decay_steps was pinned when max_steps was raised
         self._fresh_state(config.seed)
         default_prompt = dataset.tokenizer.decode(dataset.train_ids[:1].tolist())
         self.sampling = SampleSettings(prompt=default_prompt, every=0)
@@ -314,8 +315,8 @@ class Trainer:
     def step(self) -> dict:
         """One optimisation step by hand (idle, paused or after a run); returns its
         History row. Weights change only when the loss and the gradient norm are finite."""
-        if self._snapshot is None and self.step_count == 0 and not self.is_alive:
-            self._keep_if_healthy(self.evaluate())  # so that even the first steps can be undone
+        if not self.is_alive:
+            self._keep_starting_point()
         return self._run.manual_step()
 
     def _run_step(self) -> dict:
@@ -342,7 +343,6 @@ class Trainer:
         cfg = self.config
         with self.lock:
             t0 = time.perf_counter()
-            self.optimizer.zero_grad(set_to_none=True)  # whatever an interrupted step left
             lr = self.lr()
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
@@ -353,13 +353,15 @@ class Trainer:
             loss_value = loss.item()
             if not math.isfinite(loss_value):
                 self._non_finite("loss", loss_value)
-            loss.backward()
-            clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip).item()
-            if not math.isfinite(grad_norm):
-                self._non_finite("gradient norm", grad_norm)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            try:
+                loss.backward()
+                clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip).item()
+                if not math.isfinite(grad_norm):
+                    self._non_finite("gradient norm", grad_norm)
+                self.optimizer.step()
+            finally:  # also when the step fails: no gradient is left for the next one
+                self.optimizer.zero_grad(set_to_none=True)
             self.step_count += 1
             self.tokens_seen += x.numel()
             dt = time.perf_counter() - t0
@@ -378,15 +380,14 @@ class Trainer:
         return row, evaluated
 
     def _non_finite(self, what: str, value: float):
-        self.optimizer.zero_grad(set_to_none=True)
         back = self.rollback_point
         undo = (f"trainer.rollback() returns to step {back[0]} (val loss {back[1]:.4f}), the last "
                 "healthy evaluation" if back else "trainer.reset() starts again from fresh weights")
+        summary = f"the {what} became {value} at step {self.step_count + 1}"
         raise TrainingError(
-            f"the {what} became {value} at step {self.step_count + 1}: training diverged and the "
-            f"weights of step {self.step_count} are kept. {undo}; then train with a lower "
-            f"learning rate (it was {self.lr():.3g} at this step)"
-        )
+            f"{summary}: training diverged and the weights of step {self.step_count} are kept. "
+            f"{undo}; then train with a lower learning rate (it was {self.lr():.3g} at this step)",
+            what=summary)
 
     @torch.no_grad()
     def evaluate(self, batches: int | None = None) -> dict:
@@ -484,6 +485,11 @@ class Trainer:
                 rng_cuda=torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
                 learning_rate=self.config.learning_rate, min_lr=self.config.min_lr)
 
+    def _keep_starting_point(self) -> None:
+        """Before the first step, keep step 0, so that even the first steps can be undone."""
+        if self._snapshot is None and self.step_count == 0:
+            self._keep_if_healthy(self.evaluate())
+
     @property
     def rollback_point(self) -> tuple[int, float] | None:
         """(step, validation loss) of the last healthy evaluation, or None."""
@@ -529,7 +535,7 @@ class Trainer:
             dataset = dataset.with_block_size(shape.block_size)
         self._check_fit(SimpleNamespace(config=shape), dataset, self.config)  # before any change
         self._run.reset()
-        if getattr(self, "_pinned_decay", False):  # a fresh run: the schedule spans max_steps again
+        if self._pinned_decay:  # a fresh run: the schedule spans max_steps again
             self.config, self._pinned_decay = replace(self.config, lr_decay_steps=None), False
         with self.lock:
             torch.manual_seed(self.config.seed)
@@ -580,8 +586,7 @@ class Trainer:
                 f"already at step {self.step_count} of max_steps={self.config.max_steps}; "
                 "raise max_steps (trainer.update_config(max_steps=...)) or pass steps=N"
             )
-        if self._snapshot is None and self.step_count == 0:
-            self._keep_if_healthy(self.evaluate())  # so that even the first steps can be undone
+        self._keep_starting_point()
         self._target = target
 
     def start(self, steps: int | None = None, driver: str = "auto") -> None:

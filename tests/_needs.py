@@ -1,17 +1,24 @@
-"""`need(module)`: import an optional dependency; outside CI a missing one skips the
-test with the reason, in CI it fails (CI installs every extra, so a missing one is a bug)."""
+"""What a test needs that may be missing here: outside CI it is skipped with the reason;
+in CI it fails (CI installs every extra and Chromium, so a missing one is a bug)."""
 
 import importlib
 import os
 
 import pytest
 
+IN_CI = bool(os.environ.get("CI"))
+
+
+def unavailable(message: str):
+    """Fail (CI) or skip (elsewhere) the current test or module, saying why."""
+    if IN_CI:
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message, allow_module_level=True)
+
 
 def need(module: str, how: str):
+    """Import an optional dependency, or `unavailable` with how to install it."""
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        message = f"{module} is not installed ({e}); {how}"
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message, allow_module_level=True)
+        unavailable(f"{module} is not installed ({e}); {how}")

@@ -33,6 +33,8 @@ def test_engine_source_has_no_ui_imports():
             words = line.split()
             if words[:1] in (["import"], ["from"]) and len(words) > 1:
                 assert words[1].split(".")[0] not in UI, f"{path.name}: {line}"
+                assert not words[1].startswith(("lmlab.widgets", ".widgets")), \
+                    f"{path.name}: the engine imports the widgets: {line}"
 
 
 def test_public_api():

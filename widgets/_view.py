@@ -22,7 +22,7 @@ _current: dict = {}  # (view class, trainer ids) -> weak reference to the newest
 
 
 class TrainerView:
-    """Mixin for an ipywidgets container. Subclasses implement `redraw(force)` and
+    """Mixin for an ipywidgets container. Subclasses implement `_draw()` and
     `_show(message, kind)`, and call `_watch(...)` for each trainer event they use."""
 
     refresh = REFRESH_S
@@ -94,6 +94,20 @@ class TrainerView:
         """On a trainer event: redraw if the last redraw is older than `refresh`."""
         if time.monotonic() - self._last_draw >= self.refresh:
             self.redraw()
+
+    def redraw(self, force: bool = False) -> None:
+        """Bring the view up to date (`_draw`). Without `force`, skipped while another
+        thread is drawing."""
+        if not self._draw_lock.acquire(blocking=force):
+            return
+        try:
+            self._last_draw = time.monotonic()
+            self._draw()
+        finally:
+            self._draw_lock.release()
+
+    def _draw(self) -> None:
+        raise NotImplementedError
 
     def guarded(self, handler):
         """A UI handler whose error is shown in this view, never raised."""

@@ -105,3 +105,7 @@ def bench_dashboard(rounds: int = 8, steps: int = 100) -> float:
     if result["warnings"]:
         print("  view warnings:", *result["warnings"], sep="\n    ")
     return ratio
+
+
+if __name__ == "__main__":
+    bench_dashboard()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import ipywidgets as W
 
@@ -54,24 +53,18 @@ class RunComparison(TrainerView, W.VBox):
     def _redraw_now(self, trainer, _):
         self.redraw(force=True)
 
-    def redraw(self, force: bool = False):
-        if not self._draw_lock.acquire(blocking=force):
-            return
-        try:
-            self._last_draw = time.monotonic()
-            x = "step" if self.x_axis.value == "steps" else "tokens"
-            series = []
-            for t, c, label, colour in zip(self.trainers, self.curves, self.labels, COLOURS * 4):
-                c.catch_up(t.history)
-                s = c.series(x)
-                series.append(line(f"{label} train", *s["train_smooth"], colour))
-                series.append(line(f"{label} val", *s["val"], colour, width=1, dash=True,
-                                   markers=True))
-            with self.chart.hold_sync():
-                self.chart.set_lines(series)
-                self.chart.x_label = "tokens seen" if x == "tokens" else "step"
-        finally:
-            self._draw_lock.release()
+    def _draw(self):
+        x = "step" if self.x_axis.value == "steps" else "tokens"
+        series = []
+        for t, c, label, colour in zip(self.trainers, self.curves, self.labels, COLOURS * 4):
+            c.catch_up(t.history)
+            s = c.series(x)
+            series.append(line(f"{label} train", *s["train_smooth"], colour))
+            series.append(line(f"{label} val", *s["val"], colour, width=1, dash=True,
+                               markers=True))
+        with self.chart.hold_sync():
+            self.chart.set_lines(series)
+            self.chart.x_label = "tokens seen" if x == "tokens" else "step"
 
     def run(self, steps: int | None = None):
         """Train the runs one after another, blocking, the chart updating live."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 import math
-import time
 
 import ipywidgets as W
 
@@ -232,9 +231,8 @@ class TrainingDashboard(TrainerView, W.VBox):
         back = self.trainer.rollback_point
         undo = (f"Click “{self._back_label()}” to return to the last healthy weights, or Reset "
                 "for fresh ones" if back else "Click Reset for fresh weights")
-        if isinstance(error, TrainingError) and "diverged" in str(error):
-            what = str(error).split(":")[0]
-            return (f"Training diverged ({what}). {undo}; then try a lower learning rate.")
+        if isinstance(error, TrainingError):
+            return f"Training diverged ({error.what}). {undo}; then try a lower learning rate."
         return f"Training stopped at step {self.trainer.step_count}: {type(error).__name__}: " \
                f"{error}. {undo}."
 
@@ -419,31 +417,25 @@ class TrainingDashboard(TrainerView, W.VBox):
 
     # ---- drawing ---------------------------------------------------------------------------------
 
-    def redraw(self, force: bool = False):
-        """Bring charts, status and buttons up to date with the trainer."""
-        if not self._draw_lock.acquire(blocking=force):
-            return  # another thread is drawing
-        try:
-            self._last_draw = time.monotonic()
-            self.curves.catch_up(self.trainer.history)
-            x = "step" if self.x_axis.value == "steps" else "tokens"
-            s = self.curves.series(x)
-            x_label = "tokens seen" if x == "tokens" else "step"
-            with self.loss_chart.hold_sync():
-                self.loss_chart.set_lines([
-                    line("train (raw)", *s["train_raw"], "#1f77b4", width=1, opacity=0.3),
-                    line("train (smoothed)", *s["train_smooth"], "#1f77b4"),
-                    line("validation", *s["val"], "#d62728", markers=True),
-                ])
-                self.loss_chart.x_label = x_label
-                self.loss_chart.log_y = self.log_y.value
-            with self.lr_chart.hold_sync():
-                self.lr_chart.set_lines([line("", *s["lr"], "#2ca02c")])
-                self.lr_chart.x_label = x_label
-            self._draw_status()
-            self._sync_buttons()
-        finally:
-            self._draw_lock.release()
+    def _draw(self):
+        """Charts, status and buttons from the trainer (`redraw` calls it, throttled)."""
+        self.curves.catch_up(self.trainer.history)
+        x = "step" if self.x_axis.value == "steps" else "tokens"
+        s = self.curves.series(x)
+        x_label = "tokens seen" if x == "tokens" else "step"
+        with self.loss_chart.hold_sync():
+            self.loss_chart.set_lines([
+                line("train (raw)", *s["train_raw"], "#1f77b4", width=1, opacity=0.3),
+                line("train (smoothed)", *s["train_smooth"], "#1f77b4"),
+                line("validation", *s["val"], "#d62728", markers=True),
+            ])
+            self.loss_chart.x_label = x_label
+            self.loss_chart.log_y = self.log_y.value
+        with self.lr_chart.hold_sync():
+            self.lr_chart.set_lines([line("", *s["lr"], "#2ca02c")])
+            self.lr_chart.x_label = x_label
+        self._draw_status()
+        self._sync_buttons()
 
     def _draw_status(self):
         t = self.trainer

@@ -20,13 +20,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from _needs import need, unavailable
 
 CHROMIUM = Path(os.environ.get("LMLAB_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu",
                   "--disable-background-networking", "--disable-component-update",
                   "--disable-sync", "--no-first-run", "--disable-quic"]
 SCREENSHOTS = Path(__file__).parent / "screenshots"
-IN_CI = bool(os.environ.get("CI"))
 
 USER_SETTINGS = {
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
@@ -46,13 +46,8 @@ def chromium_path():
     if not CHROMIUM.exists():
         message = (f"{CHROMIUM} not found: install Debian's chromium "
                    "(apt-get install chromium) or set LMLAB_CHROMIUM")
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    try:
-        import playwright  # noqa: F401
-    except ImportError:
-        (pytest.fail if IN_CI else pytest.skip)("playwright is not installed: pip install '.[dev]'")
+        unavailable(message)
+    need("playwright", "pip install '.[dev]'")
     return str(CHROMIUM)
 
 
@@ -209,10 +204,7 @@ class Lab:
 @pytest.fixture(params=["lab", "notebook"], ids=["jupyterlab4", "notebook7"])
 def frontend(request):
     if request.param == "notebook":
-        try:
-            import notebook  # noqa: F401
-        except ImportError:
-            (pytest.fail if IN_CI else pytest.skip)("Notebook 7 is not installed: pip install '.[dev]'")
+        need("notebook", "Notebook 7: pip install '.[dev]'")
     return request.param
 
 
