@@ -20,9 +20,9 @@ Drivers, chosen by measurement (DESIGN.md, "Run control and threads"):
 - ``loop``: an asyncio task on the calling thread's running event loop, yielding
   between steps. A notebook kernel runs such a loop on the thread that has already
   used torch. Measured in a real kernel (`python -m lmlab.bench dashboard`, nanoGPT's
-  CPU configuration, 2 cores): the dashboard's Start on the loop trained at 0.979x
+  CPU configuration, 2 cores): the dashboard's Start on the loop trained at 0.960x
   the speed of a blocking `trainer.run()` in the same kernel (mean of 3 runs), a
-  trainer on a second thread at 0.71x: once one thread has run an OpenMP region,
+  trainer on a second thread at 0.72x: once one thread has run an OpenMP region,
   parallel ops on every other thread slow down. Other cells and widget clicks are
   handled between steps.
 - ``thread``: a daemon thread, for scripts that have no event loop (and for callers
