@@ -19,7 +19,7 @@ NANOGPT_LOG_VAL_LOSS = 1.8857  # what nanoGPT's train.py prints at step 2000 (se
 def cpu_setup(seed: int = 1337, **train_overrides):
     """(model, dataset, config) of nanoGPT's CPU configuration."""
     text = load_corpus("shakespeare")
-    dataset = TokenDataset(text, block_size=64, seed=seed)
+    dataset = TokenDataset(text, block_size=64)
     torch.manual_seed(seed)
     model = GPT(GPTConfig.preset("tiny", vocab_size=dataset.vocab_size, bias=False, dropout=0.0))
     settings = dict(batch_size=12, max_steps=2000, learning_rate=1e-3, min_lr=1e-4,

@@ -38,15 +38,14 @@ def cmd_train(args) -> None:
         from . import checkpoint
 
         ck = checkpoint.load(out)
-        dataset = TokenDataset(text, ck.tokenizer, block_size=ck.model.config.block_size,
-                               seed=args.seed)
+        dataset = TokenDataset(text, ck.tokenizer, block_size=ck.model.config.block_size)
         trainer = Trainer.from_checkpoint(ck, out, dataset, device=args.device)
         trainer.update_config(max_steps=args.steps)
         print(f"resumed {out} at step {trainer.step_count}")
     else:
         block = args.block_size or GPTConfig.preset(args.preset).block_size
         tokenizer = BPETokenizer.train(text, args.bpe) if args.bpe else None
-        dataset = TokenDataset(text, tokenizer, block_size=block, seed=args.seed)
+        dataset = TokenDataset(text, tokenizer, block_size=block)
         config = GPTConfig.preset(args.preset, vocab_size=dataset.vocab_size, block_size=block,
                                   dropout=args.dropout)
         model = GPT(config)

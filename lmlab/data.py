@@ -21,7 +21,8 @@ from typing import Callable
 
 import torch
 
-from .errors import ChecksumError, CorpusError, CorpusUnavailable, DataError
+from .errors import ChecksumError, ConfigError, CorpusError, CorpusUnavailable, DataError
+from .settings import check_names
 
 _RAW = "https://raw.githubusercontent.com"
 
@@ -221,14 +222,21 @@ class TokenDataset:
     """A text encoded once, split into train (first part) and validation (last part).
 
     `batch(split, batch_size)` returns inputs x and targets y, both int64 [B, block_size]
-    on `device`, y shifted one token left of x. Random offsets come from a generator
-    seeded with `seed` (or the one passed in), so batches repeat for a seed.
+    on `device`, y shifted one token left of x. Random offsets come from the generator
+    passed in, else from torch's global RNG. A dataset holds no random state: a
+    `Trainer` draws its batches from a generator seeded by `TrainConfig.seed`.
     """
 
     def __init__(self, text: str, tokenizer=None, block_size: int = 64,
-                 val_fraction: float = 0.1, seed: int = 0, device="cpu"):
+                 val_fraction: float = 0.1, device="cpu", **unknown):
         from .tokenizers import CharTokenizer
 
+        if "seed" in unknown:
+            raise ConfigError(
+                "TokenDataset takes no seed: the Trainer draws training batches from a "
+                "generator seeded by TrainConfig(seed=...); for batches of your own, pass "
+                "dataset.batch(..., generator=torch.Generator().manual_seed(n))")
+        check_names(unknown, ("tokenizer", "block_size", "val_fraction", "device"), "TokenDataset")
         if not text:
             raise DataError("the text is empty; load a corpus first (lmlab.load_corpus)")
         if not 0 <= val_fraction < 1:
@@ -250,7 +258,6 @@ class TokenDataset:
                     f"val_fraction={val_fraction}); use a longer text, a smaller "
                     "block_size, or a smaller val_fraction"
                 )
-        self.generator = torch.Generator().manual_seed(seed)
 
     @property
     def vocab_size(self) -> int:
@@ -280,17 +287,19 @@ class TokenDataset:
             return self.val_ids
         raise DataError(f"split={name!r}; choose 'train' or 'val'")
 
-    def batch(self, split: str = "train", batch_size: int = 12, generator=None):
-        """(x, y): int64 [batch_size, block_size] each, on self.device."""
+    def batch(self, split: str = "train", batch_size: int = 12, generator=None, device=None):
+        """(x, y): int64 [batch_size, block_size] each, on `device` (default self.device),
+        offsets drawn from `generator` (default: torch's global RNG)."""
         data = self.split(split)
         if not isinstance(batch_size, int) or batch_size <= 0:
             raise DataError(f"batch_size={batch_size!r} must be a positive integer")
         T = self.block_size
-        starts = torch.randint(len(data) - T, (batch_size,), generator=generator or self.generator)
+        starts = torch.randint(len(data) - T, (batch_size,), generator=generator)
         offsets = starts[:, None] + torch.arange(T + 1)
         chunk = data[offsets]
         x, y = chunk[:, :-1], chunk[:, 1:]
-        if self.device.type == "cuda":
-            return (x.pin_memory().to(self.device, non_blocking=True),
-                    y.pin_memory().to(self.device, non_blocking=True))
-        return x.to(self.device), y.to(self.device)
+        device = torch.device(device) if device is not None else self.device
+        if device.type == "cuda":
+            return (x.pin_memory().to(device, non_blocking=True),
+                    y.pin_memory().to(device, non_blocking=True))
+        return x.to(device), y.to(device)

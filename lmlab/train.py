@@ -27,6 +27,7 @@ from .errors import CheckpointError, ConfigError, DataError, TrainerStateError, 
 from .history import History
 from .model import GPT, GPTConfig, autocast, maybe_compile, resolve_device
 from .reading import model_lock, reading
+from .rng import TrainerRNG
 from .runcontrol import RunControl, remember_main_loop
 from .sampling import generate
 from .settings import Checked
@@ -184,8 +185,7 @@ class Snapshot:
     model: dict
     optimizer: dict
     rng_batches: torch.Tensor
-    rng_torch: torch.Tensor
-    rng_cuda: torch.Tensor | None = None
+    rng: dict  # TrainerRNG.state()
     learning_rate: float = 0.0  # the settings in effect then
     min_lr: float | None = None
 
@@ -202,10 +202,8 @@ class Trainer:
         self.config = config
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
-        self.dataset = dataset
+        self.dataset = dataset  # left as given: batches are moved to the trainer's device
         self._check_fit(model, dataset, config)
-        if dataset.device != self.device:
-            dataset.device = self.device
         self._callbacks = {e: [] for e in EVENTS}
         self._run = RunControl(self._run_step, self._target_reached, self._run_ended,
                                lock_owned=lambda: self.lock._is_owned())
@@ -218,7 +216,7 @@ class Trainer:
         self.sampling = SampleSettings(prompt=default_prompt, every=0)
 
     def _fresh_state(self, seed: int) -> None:
-        torch.manual_seed(seed)  # dropout
+        self.rng = TrainerRNG(seed, self.device)  # dropout's, swapped in for each step
         # batch offsets: a stream of its own, not a replay of the one that drew the weights
         self.generator = torch.Generator().manual_seed(_derived_seed(seed, 1))
         self.optimizer = make_optimizer(self.model, self.config, self.device)
@@ -346,15 +344,16 @@ class Trainer:
             lr = self.lr()
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            x, y = self.dataset.batch("train", cfg.batch_size, generator=self.generator)
+            x, y = self.dataset.batch("train", cfg.batch_size, generator=self.generator,
+                                      device=self.device)
             self.model.train()
-            with autocast(self.device, cfg.dtype):
+            with self.rng.active(), autocast(self.device, cfg.dtype):
                 loss = self._forward(x, y).loss
             loss_value = loss.item()
             if not math.isfinite(loss_value):
                 self._non_finite("loss", loss_value)
             try:
-                loss.backward()
+                loss.backward()  # draws nothing: dropout's masks were kept by the forward
                 clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip).item()
                 if not math.isfinite(grad_norm):
@@ -407,7 +406,8 @@ class Trainer:
                     continue
                 total = 0.0
                 for _ in range(batches):
-                    x, y = self.dataset.batch(split, self.config.batch_size, generator=gen)
+                    x, y = self.dataset.batch(split, self.config.batch_size, generator=gen,
+                                              device=self.device)
                     with autocast(self.device, self.config.dtype):
                         total += self._forward(x, y).loss.item()
                 out[f"{split}_loss"] = total / batches
@@ -481,8 +481,7 @@ class Trainer:
                 wall_time=self.wall_time, evaluation=dict(evaluation),
                 model={k: v.detach().clone() for k, v in self.model.state_dict().items()},
                 optimizer=copy.deepcopy(self.optimizer.state_dict()),
-                rng_batches=self.generator.get_state(), rng_torch=torch.get_rng_state(),
-                rng_cuda=torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
+                rng_batches=self.generator.get_state(), rng=self.rng.state(),
                 learning_rate=self.config.learning_rate, min_lr=self.config.min_lr)
 
     def _keep_starting_point(self) -> None:
@@ -510,9 +509,7 @@ class Trainer:
             self.model.load_state_dict(s.model)
             self.optimizer.load_state_dict(copy.deepcopy(s.optimizer))
             self.generator.set_state(s.rng_batches)
-            torch.set_rng_state(s.rng_torch)
-            if s.rng_cuda is not None:
-                torch.cuda.set_rng_state(s.rng_cuda)
+            self.rng.set_state(**s.rng)
             # the learning rate that trained those weights, not the one that diverged
             self.config = replace(self.config, learning_rate=s.learning_rate, min_lr=s.min_lr)
             self.step_count, self.tokens_seen, self.wall_time = s.step, s.tokens_seen, s.wall_time
@@ -537,7 +534,7 @@ class Trainer:
         self._run.reset()
         if self._pinned_decay:  # a fresh run: the schedule spans max_steps again
             self.config, self._pinned_decay = replace(self.config, lr_decay_steps=None), False
-        with self.lock:
+        with self.lock, torch.random.fork_rng(devices=[]):  # the global RNG is left alone
             torch.manual_seed(self.config.seed)
             if shape == self.model.config:
                 self.model.reset_parameters()
@@ -712,10 +709,11 @@ class Trainer:
                         tensors[f"optim.{pid}.{key}"] = value
                     else:
                         opt_values[f"{pid}.{key}"] = value
-            tensors["rng.torch"] = torch.get_rng_state()
+            rng = self.rng.state()
+            tensors["rng.torch"] = rng["cpu"]  # the trainer's own dropout state, see lmlab.rng
             tensors["rng.batches"] = self.generator.get_state()
-            if torch.cuda.is_available():
-                tensors["rng.cuda"] = torch.cuda.get_rng_state()
+            if rng["cuda"] is not None:
+                tensors["rng.cuda"] = rng["cuda"]
             return checkpoint.save(
                 path, self.model, self.dataset.tokenizer, tensors=tensors,
                 trainer={
@@ -766,10 +764,8 @@ class Trainer:
             self.optimizer = make_optimizer(self.model, self.config, self.device)
             self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
             # RNG states are CPU byte tensors, whatever device the checkpoint was loaded onto
-            torch.set_rng_state(ck.tensors["rng.torch"].cpu())
+            self.rng.set_state(ck.tensors["rng.torch"], ck.tensors.get("rng.cuda"))
             self.generator.set_state(ck.tensors["rng.batches"].cpu())
-            if "rng.cuda" in ck.tensors and torch.cuda.is_available():
-                torch.cuda.set_rng_state(ck.tensors["rng.cuda"].cpu())
             self.step_count = meta["step"]
             self.tokens_seen = meta["tokens_seen"]
             self.wall_time = meta["wall_time"]

@@ -9,6 +9,7 @@ import torch
 from lmlab import (
     CORPORA,
     ChecksumError,
+    ConfigError,
     CorpusError,
     CorpusUnavailable,
     DataError,
@@ -153,17 +154,21 @@ def test_offline_says_which_file_to_put_where(tmp_path, monkeypatch):
 
 def test_dataset_split_and_batches(shared):
     text = load_corpus("shakespeare")
-    ds = TokenDataset(text, block_size=32, seed=1)
+    ds = TokenDataset(text, block_size=32)
     assert len(ds.train_ids) + len(ds.val_ids) == len(text)
     assert len(ds.val_ids) == int(len(text) * 0.1)
-    x, y = ds.batch("train", 8)
+    x, y = ds.batch("train", 8, generator=torch.Generator().manual_seed(1))
     assert x.shape == y.shape == (8, 32) and x.dtype == torch.long
     assert torch.equal(x[:, 1:], y[:, :-1])
     assert ds.tokenizer.decode(x[0].tolist()) in text
-    again = TokenDataset(text, block_size=32, seed=1)
-    assert torch.equal(again.batch("train", 8)[0], x)
-    other = TokenDataset(text, block_size=32, seed=2)
-    assert not torch.equal(other.batch("train", 8)[0], x)
+    again = ds.batch("train", 8, generator=torch.Generator().manual_seed(1))[0]
+    assert torch.equal(again, x)
+    other = ds.batch("train", 8, generator=torch.Generator().manual_seed(2))[0]
+    assert not torch.equal(other, x)
+    torch.manual_seed(4)  # without a generator: torch's global RNG, like torch.randint
+    first = ds.batch("train", 8)[0]
+    torch.manual_seed(4)
+    assert torch.equal(ds.batch("train", 8)[0], first)
     xv, _ = ds.batch("val", 4)
     assert ds.tokenizer.decode(xv[0].tolist()) in text[len(ds.train_ids) - 1:]
 
@@ -183,3 +188,10 @@ def test_too_little_text_is_explained():
         TokenDataset("", block_size=8)
     with pytest.raises(DataError, match="split='test'"):
         TokenDataset("abcdefgh " * 100, block_size=8).batch("test", 2)
+
+
+def test_dataset_settings_are_checked():
+    with pytest.raises(ConfigError, match="takes no seed.*TrainConfig"):
+        TokenDataset("abcdefgh " * 100, block_size=8, seed=1)
+    with pytest.raises(ConfigError, match="did you mean 'block_size'"):
+        TokenDataset("abcdefgh " * 100, blocksize=8)

@@ -14,7 +14,7 @@ TEXT = ("the quick brown fox jumps over the lazy dog. " * 200
 
 
 def make(max_steps=30, seed=0, **overrides):
-    ds = TokenDataset(TEXT, block_size=16, seed=seed)
+    ds = TokenDataset(TEXT, block_size=16)
     torch.manual_seed(seed)
     model = GPT(GPTConfig(vocab_size=ds.vocab_size, block_size=16, n_layer=2, n_head=2,
                           n_embd=32, dropout=0.1))
@@ -218,8 +218,8 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path):
     first.run(steps=11, progress=False)
     first.save(tmp_path / "run.safetensors")
     del first
-    torch.manual_seed(999)  # disturb the global RNG: the checkpoint must restore it
-    ds = TokenDataset(TEXT, block_size=16, seed=0)
+    torch.manual_seed(999)  # disturb the global RNG: dropout's state comes from the checkpoint
+    ds = TokenDataset(TEXT, block_size=16)
     resumed = Trainer.load(tmp_path / "run.safetensors", ds, device="cpu")
     assert resumed.step_count == 11 and len(resumed.history) == 11
     resumed.run(progress=False)
@@ -323,3 +323,36 @@ def test_sampling_unknown_characters_says_what_the_model_knows():
     message = str(e.value)
     assert "'E'" in message and "The model knows these" in message and "Refit" not in message
     assert "abc" in message and "unknown='replace'" in message
+
+
+def test_the_trainer_leaves_the_global_rng_alone():
+    torch.manual_seed(3)
+    before = torch.get_rng_state()
+    t = make(max_steps=6)  # dropout 0.1: every step draws masks
+    torch.set_rng_state(before)
+    t = Trainer(t.model, t.dataset, t.config)
+    t.run(progress=False)
+    t.reset()
+    t.run(progress=False)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_two_trainers_with_dropout_keep_their_own_randomness():
+    alone = [make(max_steps=8, seed=s) for s in (1, 2)]
+    for t in alone:
+        t.run(progress=False)
+    a, b = make(max_steps=8, seed=1), make(max_steps=8, seed=2)
+    for _ in range(8):  # interleaved, and the global RNG drawn from in between
+        a.step()
+        torch.rand(7)
+        b.step()
+    assert a.history.to_dict()["train_loss"] == alone[0].history.to_dict()["train_loss"]
+    assert b.history.to_dict()["train_loss"] == alone[1].history.to_dict()["train_loss"]
+
+
+def test_the_trainer_leaves_the_dataset_as_given():
+    ds = TokenDataset(TEXT, block_size=16, device="meta")  # a device the trainer does not use
+    model = GPT(GPTConfig(vocab_size=ds.vocab_size, block_size=16, n_layer=1, n_head=1, n_embd=8))
+    t = Trainer(model, ds, batch_size=2, max_steps=2, eval_interval=1, eval_batches=1, device="cpu")
+    t.run(progress=False)
+    assert ds.device == torch.device("meta") and t.step_count == 2
