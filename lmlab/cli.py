@@ -86,7 +86,7 @@ def cmd_sample(args) -> None:
 
 
 def cmd_bench(args) -> None:
-    from .bench import main as bench_main
+    from .bench.__main__ import main as bench_main
 
     bench_main([args.which])
 

@@ -356,3 +356,14 @@ def test_the_trainer_leaves_the_dataset_as_given():
     t = Trainer(model, ds, batch_size=2, max_steps=2, eval_interval=1, eval_batches=1, device="cpu")
     t.run(progress=False)
     assert ds.device == torch.device("meta") and t.step_count == 2
+
+
+def test_adam_uses_the_fused_kernels_where_torch_has_them():
+    from lmlab.train import fused_adam_available
+
+    t = make(max_steps=3)
+    has_cpu_kernels = torch.torch_version.TorchVersion(torch.__version__) >= "2.4"
+    assert fused_adam_available(torch.device("cpu")) == has_cpu_kernels
+    assert t.optimizer.defaults.get("fused") is fused_adam_available(t.device)
+    t.update_config(optimizer="sgd")
+    assert "fused" not in t.optimizer.defaults or not t.optimizer.defaults["fused"]

@@ -8,12 +8,15 @@ kernel's own thread uses torch before anything is timed, as every notebook does.
 
 from __future__ import annotations
 
+import argparse
 import json
 import textwrap
 
+from lmlab.bench import interleaved, rates, report
+
 SETUP = """
 import time, torch
-from lmlab.bench_train import cpu_setup
+from lmlab.bench.training import cpu_setup
 from lmlab.model import GPT
 from lmlab.train import Trainer
 from lmlab.widgets import TrainingDashboard
@@ -30,7 +33,6 @@ for peer in (headless, threaded):  # the same periodic samples as the dashboards
     peer.set_sampling(prompt="ROMEO:", every=250, tokens=80)
 with torch.no_grad():  # the kernel's thread uses torch first, as in every notebook
     model(dataset.batch("train", 12)[0])
-elapsed = {"run": 0.0, "start": 0.0, "dashboard.run": 0.0, "thread": 0.0}
 """
 
 # Each round trains `steps` more steps up to a new max_steps, so every runner ends its
@@ -38,21 +40,21 @@ elapsed = {"run": 0.0, "start": 0.0, "dashboard.run": 0.0, "thread": 0.0}
 ROUND = {
     "run": "headless.update_config(max_steps=headless.step_count + {steps})\n"
            "t0 = time.perf_counter(); headless.run(progress=False)\n"
-           "elapsed['run'] += time.perf_counter() - t0",
+           "print(time.perf_counter() - t0)",
     "dashboard.run": "blocking_view.steps_input.value = str(blocking.step_count + {steps})\n"
                      "t0 = time.perf_counter(); blocking_view.run()\n"
-                     "elapsed['dashboard.run'] += time.perf_counter() - t0",
+                     "print(time.perf_counter() - t0)",
     # a cell that clicks Start, then awaits the end without blocking the kernel's loop
     "start": "start_view.steps_input.value = str(watched.step_count + {steps})\n"
              "t0 = time.perf_counter(); start_view.start_button.click()\n"
              "assert watched.driver == 'loop', watched.driver\n"
              "await watched.wait()\n"
-             "elapsed['start'] += time.perf_counter() - t0",
+             "print(time.perf_counter() - t0)",
     # for reference: the same steps on a background thread (the old Start)
     "thread": "threaded.update_config(max_steps=threaded.step_count + {steps})\n"
               "t0 = time.perf_counter(); threaded.start(driver='thread')\n"
               "await threaded.wait()\n"
-              "elapsed['thread'] += time.perf_counter() - t0",
+              "print(time.perf_counter() - t0)",
 }
 
 
@@ -73,39 +75,42 @@ def _execute(client, code: str, timeout: float = 600) -> str:
             return "".join(out)
 
 
-def bench_dashboard(rounds: int = 8, steps: int = 100) -> float:
+def bench_dashboard(rounds: int = 8, steps: int = 100) -> dict:
     """Tokens/s of trainer.run(), the dashboard's Start, dashboard.run() and a trainer
     on a background thread, in one real kernel, nanoGPT's CPU configuration, in
-    alternating rounds of `steps` steps. Returns Start / run()."""
+    alternating rounds of `steps` steps, each round timed inside the kernel. Returns
+    each runner's ratio to run()."""
     from jupyter_client.manager import start_new_kernel
 
     manager, client = start_new_kernel(kernel_name="python3")
     try:
         _execute(client, SETUP)
-        for _ in range(rounds):
-            for name in ("run", "start", "dashboard.run", "thread"):
-                _execute(client, ROUND[name].format(steps=steps))
-        result = json.loads(_execute(client, "import json; print(json.dumps({'elapsed': elapsed,"
-                                             " 'tokens': config.batch_size * dataset.block_size,"
-                                             " 'warnings': list(watched.warnings)}))"))
+
+        def runner(name):
+            return lambda: float(_execute(client, ROUND[name].format(steps=steps)).split()[-1])
+
+        names = {"trainer.run()": "run", "dashboard Start (click)": "start",
+                 "dashboard.run()": "dashboard.run", "trainer.start(driver='thread')": "thread"}
+        elapsed = interleaved({label: runner(name) for label, name in names.items()}, rounds,
+                              warmup=False)
+        info = json.loads(_execute(client, "import json; print(json.dumps({"
+                                           "'tokens': config.batch_size * dataset.block_size,"
+                                           " 'warnings': list(watched.warnings)}))"))
     finally:
         client.stop_channels()
         manager.shutdown_kernel(now=True)
-    tokens = rounds * steps * result["tokens"]
-    tps = {name: tokens / t for name, t in result["elapsed"].items()}
-    ratio = tps["start"] / tps["run"]
-    print(f"training tokens/s in a Jupyter kernel, nanoGPT CPU configuration, "
-          f"{rounds} alternating rounds of {steps} steps each")
-    print(f"  trainer.run()             {tps['run']:>10,.0f}")
-    print(f"  dashboard Start (click)   {tps['start']:>10,.0f}  {ratio:.3f}x run() (target >= 0.95)")
-    print(f"  dashboard.run()           {tps['dashboard.run']:>10,.0f}  "
-          f"{tps['dashboard.run'] / tps['run']:.3f}x run()")
-    print(f"  trainer.start(driver='thread') {tps['thread']:>5,.0f}  "
-          f"{tps['thread'] / tps['run']:.3f}x run() (a second thread: OpenMP oversubscribes)")
-    if result["warnings"]:
-        print("  view warnings:", *result["warnings"], sep="\n    ")
-    return ratio
+    ratios = report(
+        f"training in a Jupyter kernel, nanoGPT CPU configuration, {rounds} alternating "
+        f"rounds of {steps} steps", rates(elapsed, rounds * steps * info["tokens"]),
+        baseline="trainer.run()",
+        notes={"dashboard Start (click)": "(target >= 0.95)",
+               "trainer.start(driver='thread')": "(a second thread: OpenMP oversubscribes)"})
+    if info["warnings"]:
+        print("  view warnings:", *info["warnings"], sep="\n    ")
+    return ratios
 
 
 if __name__ == "__main__":
-    bench_dashboard()
+    parser = argparse.ArgumentParser(prog="python -m lmlab.widgets.bench", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=8)
+    bench_dashboard(parser.parse_args().rounds)

@@ -1,0 +1,56 @@
+"""Benchmarks: `python -m lmlab.bench {forward,train,quality,dashboard}`.
+
+One harness for every speed figure: the runners being compared take turns, round after
+round in one process (or one kernel), so the machine's drift hits them alike; the
+result is printed as tokens/s with each runner's ratio to a baseline. Figures are
+printed, never asserted.
+
+    forward    lmlab's GPT vs transformers' GPT2LMHeadModel, forward + backward
+    train      lmlab's Trainer vs a bare training loop vs the same loop on transformers
+    quality    final losses, lmlab's Trainer vs nanoGPT's procedure, over seeds
+    dashboard  training in a real Jupyter kernel: run() vs the dashboard's Start
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+
+def interleaved(runners: dict[str, Callable], rounds: int, warmup: bool = True) -> dict[str, float]:
+    """Seconds each runner took over `rounds` alternating rounds.
+
+    A runner is a callable doing one round. When it returns a number, that is the
+    round's duration in seconds as the runner measured it itself (e.g. inside a Jupyter
+    kernel, without the messaging around it); otherwise the call is timed here. With
+    `warmup`, each runner does one untimed round first."""
+    if warmup:
+        for run in runners.values():
+            run()
+    elapsed = dict.fromkeys(runners, 0.0)
+    for _ in range(rounds):
+        for name, run in runners.items():
+            t0 = time.perf_counter()
+            own = run()
+            elapsed[name] += own if isinstance(own, (int, float)) else time.perf_counter() - t0
+    return elapsed
+
+
+def rates(elapsed: dict[str, float], work: float) -> dict[str, float]:
+    """Work per second of each runner, given the total `work` (e.g. tokens) each did."""
+    return {name: work / seconds for name, seconds in elapsed.items()}
+
+
+def report(title: str, per_second: dict[str, float], baseline: str, unit: str = "tokens/s",
+           notes: dict[str, str] | None = None) -> dict[str, float]:
+    """Print one table: each runner's rate and its ratio to `baseline`. Returns the ratios."""
+    notes = notes or {}
+    width = max(len(name) for name in per_second)
+    print(title)
+    print(f"  {'':{width}}  {unit:>12}  ratio to {baseline}")
+    ratios = {}
+    for name, value in per_second.items():
+        ratios[name] = value / per_second[baseline]
+        note = f"  {notes[name]}" if name in notes else ""
+        print(f"  {name:{width}}  {value:>12,.0f}  {ratios[name]:.3f}x{note}")
+    return ratios

@@ -1,0 +1,38 @@
+"""`python -m lmlab.bench {forward,train,quality,dashboard}` (see lmlab.bench)."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+from . import __doc__ as DOC
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m lmlab.bench", description=DOC,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("which", choices=["forward", "train", "quality", "dashboard"])
+    parser.add_argument("--rounds", type=int, default=None, help="alternating rounds (speed)")
+    parser.add_argument("--seeds", type=int, default=1, help="quality: how many seeds")
+    args = parser.parse_args(argv)
+    rounds = {"rounds": args.rounds} if args.rounds else {}
+    if args.which == "forward":
+        from .forward import bench_forward
+
+        bench_forward(**rounds)
+    elif args.which == "train":
+        from .training import bench_train
+
+        bench_train(**rounds)
+    elif args.which == "quality":
+        from .quality import bench_quality
+
+        bench_quality(args.seeds)
+    else:  # it lives with the widgets, which the engine never imports
+        extra = ["--rounds", str(args.rounds)] if args.rounds else []
+        raise SystemExit(subprocess.call([sys.executable, "-m", "lmlab.widgets.bench", *extra]))
+
+
+if __name__ == "__main__":
+    main()
