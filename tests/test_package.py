@@ -72,3 +72,11 @@ def test_built_wheel_installs_lmlab_widgets(tmp_path):
         [py, "-c", "import lmlab, lmlab.widgets; print(lmlab.widgets.__file__, lmlab.__file__)"],
         check=True, capture_output=True, text=True, cwd=tmp_path, env=env).stdout.split()
     assert all(p.startswith(str(env_dir)) for p in out), out
+
+
+def test_binder_installs_torch_cpu_build():
+    lines = [ln.split("#")[0].strip() for ln in (ROOT / "binder" / "requirements.txt").read_text().splitlines()]
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in lines
+    torch_pins = [ln for ln in lines if ln.startswith("torch")]
+    assert len(torch_pins) == 1 and torch_pins[0].endswith("+cpu"), torch_pins
+
