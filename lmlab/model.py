@@ -103,6 +103,8 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
+        # (heads [H] bool, "zero" | "mean"): knocked-out heads, set only by lmlab.inspect.ablate
+        self.ablation: tuple[torch.Tensor, str] | None = None
 
     def forward(self, x, cache: KVCache | None = None, layer: int = 0, need_weights=False):
         """x [B, T, C] -> (y [B, T, C], attention probabilities [B, H, T, S] or None)."""
@@ -131,6 +133,9 @@ class CausalSelfAttention(nn.Module):
                 dropout_p=self.dropout if self.training else 0.0,
                 is_causal=mask is None and T > 1,
             )
+        if self.ablation is not None:  # each ablated head's output [T, D]: zeros, or its mean over T
+            heads, mode = self.ablation
+            y = torch.where(heads.view(-1, 1, 1), 0.0 if mode == "zero" else y.mean(2, keepdim=True), y)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y)), weights
 

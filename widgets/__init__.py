@@ -4,7 +4,8 @@ They render engine state and forward clicks to engine methods; the machine learn
 is in `lmlab`.
 """
 
+from .attention import AttentionExplorer
 from .compare import RunComparison
 from .dashboard import TrainingDashboard
 
-__all__ = ["TrainingDashboard", "RunComparison"]
+__all__ = ["TrainingDashboard", "RunComparison", "AttentionExplorer"]

@@ -33,6 +33,8 @@ class TrainerView:
         self._last_draw = 0.0
         self._draw_lock = threading.Lock()
         self.closed = False
+        if not trainers:  # a view of no trainer costs no training time: never retired
+            return
         key = (type(self).__name__, tuple(sorted(id(t) for t in trainers)))
         older = _current.get(key)
         older = older() if older is not None else None

@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m lmlab.bench {forward,train,quality,dashboard}`.
+"""Benchmarks: `python -m lmlab.bench {forward,train,quality,attention,dashboard}`.
 
 One harness for every speed figure: the runners being compared take turns, round after
 round in one process (or one kernel), so the machine's drift hits them alike; the
@@ -8,6 +8,7 @@ printed, never asserted.
     forward    lmlab's GPT vs transformers' GPT2LMHeadModel, forward + backward
     train      lmlab's Trainer vs a bare training loop vs the same loop on transformers
     quality    final losses, lmlab's Trainer vs nanoGPT's procedure, over seeds
+    attention  attention capture vs a plain forward, and vs transformers' capture
     dashboard  training in a real Jupyter kernel: run() vs the dashboard's Start
 """
 

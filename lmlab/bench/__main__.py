@@ -1,4 +1,4 @@
-"""`python -m lmlab.bench {forward,train,quality,dashboard}` (see lmlab.bench)."""
+"""`python -m lmlab.bench {forward,train,quality,attention,dashboard}` (see lmlab.bench)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from . import __doc__ as DOC
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m lmlab.bench", description=DOC,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", choices=["forward", "train", "quality", "dashboard"])
+    parser.add_argument("which", choices=["forward", "train", "quality", "attention", "dashboard"])
     parser.add_argument("--rounds", type=int, default=None, help="alternating rounds (speed)")
     parser.add_argument("--seeds", type=int, default=1, help="quality: how many seeds")
     args = parser.parse_args(argv)
@@ -25,6 +25,10 @@ def main(argv=None):
         from .training import bench_train
 
         bench_train(**rounds)
+    elif args.which == "attention":
+        from .attention import bench_attention
+
+        bench_attention(**rounds)
     elif args.which == "quality":
         from .quality import bench_quality
 

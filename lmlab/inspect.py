@@ -1,0 +1,311 @@
+"""Looking inside a model: attention capture, per-head scores, head ablation, the top
+next-token predictions at a position, and compact images of attention for a browser.
+
+Attention of one sequence is a float32 CPU tensor [layer, head, query, key] (L, H, T, T):
+row q holds query q's probabilities over keys 0..q, summing to 1, zeros above the diagonal.
+Every read of a model goes through `lmlab.reading` (its lock, eval mode, no autograd), so
+it is safe while the model trains. Models are lmlab's `GPT` or a Hugging Face causal LM
+(e.g. `transformers.GPT2LMHeadModel`); ablation needs lmlab's `GPT`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from .errors import ConfigError, TokenizerError
+from .model import GPT
+from .reading import model_lock, reading
+from .sampling import Distribution, next_token_distribution
+from .tokenizers import visible
+
+
+@dataclass(eq=False)
+class Attention:
+    """The attention of one sequence: weights [L, H, T, T], and its T tokens."""
+
+    weights: torch.Tensor  # float32 on the CPU, [layer, head, query, key]
+    tokens: list[str]  # display strings, whitespace made visible
+    ids: list[int]
+
+    @property
+    def n_layer(self) -> int:
+        return self.weights.size(0)
+
+    @property
+    def n_head(self) -> int:
+        return self.weights.size(1)
+
+    def head(self, layer: int, head: int) -> torch.Tensor:
+        """One head's attention matrix [T, T] (query rows, key columns)."""
+        return self.weights[layer, head]
+
+
+# ---- capture ------------------------------------------------------------------------------
+
+
+def _context(model) -> int | None:
+    """The longest sequence `model` takes, in tokens (None when its config does not say)."""
+    if isinstance(model, GPT):
+        return model.config.block_size
+    config = getattr(model, "config", None)
+    if not hasattr(config, "vocab_size"):
+        raise ConfigError(f"cannot read a {type(model).__name__}: give lmlab's GPT or a Hugging "
+                          "Face causal LM (e.g. transformers.GPT2LMHeadModel)")
+    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+
+
+def _display(tokenizer, i: int) -> str:
+    if tokenizer is None:
+        return str(i)
+    if hasattr(tokenizer, "token_text"):
+        return tokenizer.token_text(i)
+    return visible(tokenizer.decode([i]))  # e.g. a transformers tokenizer
+
+
+def _ids(model, tokens_or_ids, tokenizer, limit: int | None) -> list[int]:
+    """Token ids of a text (encoded with `tokenizer`) or a list of ids, checked against the
+    model's vocabulary and at most `limit` long (never cropped)."""
+    if isinstance(tokens_or_ids, str):
+        if tokenizer is None:
+            raise ConfigError("text needs a tokenizer to encode it: pass tokenizer=..., "
+                              "or give a list of token ids")
+        ids = tokenizer.encode(tokens_or_ids)  # its own error names unknown characters
+        what = f"the text is {len(ids)} tokens long"
+    else:
+        ids = [int(i) for i in tokens_or_ids]
+        what = f"{len(ids)} tokens were given"
+    if not ids:
+        raise ConfigError("the text is empty (0 tokens); give at least one token to read")
+    if limit is not None and len(ids) > limit:
+        raise ConfigError(f"{what}, but this model reads at most {limit} tokens at once "
+                          f"(its context); shorten the text to {limit} tokens or fewer")
+    vocab = model.config.vocab_size
+    bad = [i for i in ids if not 0 <= i < vocab]
+    if bad:
+        raise TokenizerError(f"token ids {bad[:5]} are outside the model's vocabulary "
+                             f"(0..{vocab - 1}); was the text encoded with the model's tokenizer?")
+    return ids
+
+
+def _set_attn_implementation(model, name: str):
+    if hasattr(model, "set_attn_implementation"):  # transformers >= 4.48
+        model.set_attn_implementation(name)
+    else:
+        model.config._attn_implementation = name
+
+
+def _hf_attention(model, idx: torch.Tensor) -> torch.Tensor:
+    """[L, H, T, T] from a Hugging Face causal LM. Only its eager attention returns
+    probabilities (sdpa returns none), so it is switched to eager for this call."""
+    previous = model.config._attn_implementation
+    if previous != "eager":
+        _set_attn_implementation(model, "eager")
+    try:
+        out = model(input_ids=idx, output_attentions=True, use_cache=False)
+    finally:
+        if previous != "eager":
+            _set_attn_implementation(model, previous)
+    if not out.attentions:
+        raise ConfigError(f"{type(model).__name__} returned no attention probabilities even with "
+                          "eager attention; load it with attn_implementation='eager'")
+    return torch.stack([a[0] for a in out.attentions]).float().cpu()
+
+
+def capture_attention(model, tokens_or_ids, tokenizer=None) -> Attention:
+    """The attention of every head on one text (encoded with `tokenizer`) or list of ids.
+
+    Read through `reading(model)`: between training steps, in eval mode, drawing nothing
+    from the global RNG. A text longer than the model's context is refused, not cropped."""
+    ids = _ids(model, tokens_or_ids, tokenizer, _context(model))
+    with reading(model):
+        idx = torch.tensor([ids], device=next(model.parameters()).device)
+        if isinstance(model, GPT):
+            weights = model(idx, return_attention=True).attention[0]
+        else:
+            weights = _hf_attention(model, idx)
+    return Attention(weights, [_display(tokenizer, i) for i in ids], ids)
+
+
+# ---- per-head scores ----------------------------------------------------------------------
+
+
+def induction_score(weights: torch.Tensor, length: int) -> torch.Tensor:
+    """[L, H] scores of attention [L, H, 2·length, 2·length] on a sequence repeated twice:
+    the mean, over queries i in the second half, of attention to key i - length + 1 (the
+    token after the earlier occurrence of token i). An induction head scores near 1."""
+    queries = torch.arange(length, 2 * length)
+    return weights[..., queries, queries - length + 1].mean(-1)
+
+
+def induction_scores(model, length: int | None = None, seed: int = 0) -> torch.Tensor:
+    """Induction scores [L, H] (see `induction_score`) on `length` random tokens repeated
+    once. `length` defaults to, and is clamped to, half the model's context; tokens are
+    distinct where the vocabulary allows, drawn from a generator seeded with `seed`."""
+    context = _context(model)
+    half = context // 2 if context else length or 64
+    length = half if length is None else min(length, half)
+    if length < 2:
+        raise ConfigError(f"length={length} is too short for induction: use at least 2 tokens "
+                          "(and a model whose context holds twice that)")
+    vocab = model.config.vocab_size
+    gen = torch.Generator().manual_seed(seed)
+    if length <= vocab:
+        first = torch.randperm(vocab, generator=gen)[:length]
+    else:
+        first = torch.randint(vocab, (length,), generator=gen)
+    attention = capture_attention(model, first.repeat(2).tolist())
+    return induction_score(attention.weights, length)
+
+
+class HeadTable(list):
+    """A list of rows, one dict per (layer, head): layer, head, entropy, previous_token,
+    first_token, induction."""
+
+    @property
+    def rows(self) -> list[dict]:
+        return list(self)
+
+    def to_pandas(self):
+        import pandas as pd
+
+        return pd.DataFrame(list(self))
+
+
+def head_summary(attention: Attention, induction: torch.Tensor | None = None) -> HeadTable:
+    """Scores of each head on `attention`:
+
+    entropy         mean over queries of the row's entropy, in nats (0: one key per query)
+    previous_token  mean over queries q >= 1 of attention to key q - 1
+    first_token     mean over queries q >= 1 of attention to key 0 (the "sink")
+    induction       from `induction_scores(model)` [L, H] when given, else None
+
+    previous_token and first_token are nan for a one-token text."""
+    w = attention.weights
+    entropy = -torch.special.xlogy(w, w).sum(-1).mean(-1)  # 0 · log 0 = 0
+    previous = w.diagonal(offset=-1, dim1=-2, dim2=-1).mean(-1)
+    first = w[..., 1:, 0].mean(-1)
+    rows = []
+    for layer in range(w.size(0)):
+        for head in range(w.size(1)):
+            rows.append(dict(
+                layer=layer, head=head,
+                entropy=float(entropy[layer, head]),
+                previous_token=float(previous[layer, head]),
+                first_token=float(first[layer, head]),
+                induction=None if induction is None else float(induction[layer, head]),
+            ))
+    return HeadTable(rows)
+
+
+# ---- ablation -----------------------------------------------------------------------------
+
+
+def _head_masks(model: GPT, heads) -> dict[int, torch.Tensor]:
+    """{layer: bool mask [H]} from {layer: [head, ...]} or [(layer, head), ...]."""
+    if isinstance(heads, dict):
+        heads = [(layer, h) for layer, hs in heads.items() for h in ([hs] if isinstance(hs, int) else hs)]
+    L, H = model.config.n_layer, model.config.n_head
+    masks = {}
+    for pair in heads:
+        try:
+            layer, head = (int(v) for v in pair)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{pair!r} is not a (layer, head) pair; give heads as "
+                              "{layer: [head, ...]} or [(layer, head), ...]") from None
+        if not (0 <= layer < L and 0 <= head < H):
+            raise ConfigError(f"head (layer={layer}, head={head}) does not exist: this model has "
+                              f"layers 0..{L - 1} and heads 0..{H - 1}")
+        masks.setdefault(layer, torch.zeros(H, dtype=torch.bool))[head] = True
+    return masks
+
+
+@contextlib.contextmanager
+def ablate(model: GPT, heads, mode: str = "zero"):
+    """Knock heads out of `model` for the `with` block, on the model itself (no copy):
+
+        with ablate(model, {0: [1, 3]}):   # or [(0, 1), (0, 3)]
+            logits = model(idx).logits
+
+    mode "zero": each head's output (its [T, D] slice of the attention output, before
+    the output projection c_proj) is zeroed. "mean": replaced by its mean over the T
+    positions of the current forward call (so a one-token step on a key/value cache is
+    left unchanged: ablate whole sequences). Holds the model's lock for the whole block,
+    so no training step runs with heads ablated; the model is restored after."""
+    if not isinstance(model, GPT):
+        raise ConfigError(f"ablation works on lmlab's GPT, not {type(model).__name__}")
+    if mode not in ("zero", "mean"):
+        raise ConfigError(f"mode={mode!r}; choose 'zero' or 'mean'")
+    masks = _head_masks(model, heads)
+    blocks = model.transformer.h
+    with model_lock(model):
+        busy = [layer for layer in masks if blocks[layer].attn.ablation is not None]
+        if busy:
+            raise ConfigError(f"layers {busy} already have heads ablated by an enclosing ablate(); "
+                              "pass all the heads to one ablate() call")
+        try:
+            for layer, mask in masks.items():
+                blocks[layer].attn.ablation = (mask.to(model.device), mode)
+            yield model
+        finally:
+            for layer in masks:
+                blocks[layer].attn.ablation = None
+
+
+def ablation_effect(model: GPT, tokens_or_ids, heads, mode: str = "zero",
+                    tokenizer=None) -> dict[str, float]:
+    """The text's mean next-token loss (cross-entropy, nats) as is, "loss", and with `heads`
+    ablated (see `ablate`), "ablated_loss". The text needs 2 to block_size + 1 tokens."""
+    ids = _ids(model, tokens_or_ids, tokenizer, model.config.block_size + 1)
+    if len(ids) < 2:
+        raise ConfigError("a loss needs at least 2 tokens: one to read and one to predict")
+    idx = torch.tensor([ids], device=model.device)
+    x, y = idx[:, :-1], idx[:, 1:]
+    with reading(model):
+        loss = float(model(x, y).loss)
+        with ablate(model, heads, mode):
+            ablated = float(model(x, y).loss)
+    return {"loss": loss, "ablated_loss": ablated}
+
+
+# ---- predictions --------------------------------------------------------------------------
+
+
+def predictions_at(model, tokenizer, ids: list[int], position: int, k: int = 10) -> Distribution:
+    """The model's k most likely next tokens after reading ids[:position + 1] (temperature
+    1, no filters): a `Distribution` cut to its top k, most likely first."""
+    if not 0 <= position < len(ids):
+        raise ConfigError(f"position={position} is outside the text's {len(ids)} tokens "
+                          f"(0..{len(ids) - 1})")
+    if k < 1:
+        raise ConfigError(f"k={k} must be at least 1")
+    d = next_token_distribution(model, tokenizer, list(ids[: position + 1]))
+    return Distribution(d.ids[:k], d.tokens[:k], d.probs_raw[:k], d.probs[:k], removed=[])
+
+
+# ---- images for a browser -----------------------------------------------------------------
+
+
+def _to_uint8(weights: torch.Tensor) -> torch.Tensor:
+    return (weights * 255).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def head_thumbnails(attention: Attention | torch.Tensor, size: int = 32) -> torch.Tensor:
+    """Each head's matrix as a small image: uint8 [L, H, S, S], S = min(size, T), each
+    pixel the largest weight of its block (so thin diagonals stay visible) times 255,
+    rounded. For the overview grid of all heads when T is large."""
+    w = attention.weights if isinstance(attention, Attention) else attention
+    if size < 1:
+        raise ConfigError(f"size={size} must be at least 1 pixel")
+    S = min(size, w.size(-1))
+    return _to_uint8(F.adaptive_max_pool2d(w, S))
+
+
+def quantize(attention: Attention | torch.Tensor) -> bytes:
+    """The whole attention as bytes: uint8 weight × 255, rounded, row-major
+    [layer, head, query, key] (L·H·T·T bytes; use `head_thumbnails` beyond T ≈ 128)."""
+    w = attention.weights if isinstance(attention, Attention) else attention
+    return _to_uint8(w).contiguous().numpy().tobytes()

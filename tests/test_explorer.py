@@ -1,0 +1,147 @@
+"""The attention explorer without a browser: selectors, grid and table clicks, token
+focus, knocking heads out, bad text, live mode, the Colab encoding."""
+
+import sys
+
+import pytest
+from _needs import need
+
+need("ipywidgets", "pip install -e .")
+
+import torch  # noqa: E402
+
+from lmlab import GPT, GPTConfig, TokenDataset  # noqa: E402
+from lmlab import inspect as lens  # noqa: E402
+from lmlab.train import Trainer  # noqa: E402
+from lmlab.widgets import AttentionExplorer  # noqa: E402
+from lmlab.widgets.heads import HeadGrid, default_encoding  # noqa: E402
+
+TEXT = "the quick brown fox jumps over the lazy dog.\n" * 200
+
+
+@pytest.fixture
+def data():
+    return TokenDataset(TEXT, block_size=32)
+
+
+@pytest.fixture
+def model(data):
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=data.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=16))
+
+
+def z_of(explorer):
+    return [list(row) for row in explorer.heatmap.data[0].z]
+
+
+def expected_z(model, tokenizer, text, layer, head):
+    m = lens.capture_attention(model, text, tokenizer).head(layer, head).tolist()
+    return [[None if k > q else v for k, v in enumerate(row)] for q, row in enumerate(m)]
+
+
+def test_the_big_view_shows_the_selected_head(model, data):
+    x = AttentionExplorer(model, data.tokenizer, "the lazy dog")
+    assert z_of(x) == expected_z(model, data.tokenizer, "the lazy dog", 0, 0)
+    assert list(x.heatmap.layout.xaxis.ticktext)[:3] == ["t", "h", "e"]
+    x.layer_box.value = 1
+    x.head_box.value = 1
+    assert z_of(x) == expected_z(model, data.tokenizer, "the lazy dog", 1, 1)
+    assert list(x.grid.selected) == list(x.table.selected) == [1, 1]
+    assert "layer 1, head 1" in x.heatmap.layout.title.text
+
+
+def test_clicking_the_grid_or_the_table_selects_a_head(model, data):
+    x = AttentionExplorer(model, data.tokenizer, "the lazy dog")
+    x.grid.selected = [1, 0]  # what a click on the canvas sends
+    assert (x.layer_box.value, x.head_box.value) == (1, 0)
+    assert z_of(x) == expected_z(model, data.tokenizer, "the lazy dog", 1, 0)
+    x.table.selected = [0, 1]  # a click on a row
+    assert list(x.grid.selected) == [0, 1]
+    assert z_of(x) == expected_z(model, data.tokenizer, "the lazy dog", 0, 1)
+
+
+def test_the_overview_and_the_table_hold_every_head(model, data):
+    x = AttentionExplorer(model, data.tokenizer, "the lazy dog")
+    a = lens.capture_attention(model, "the lazy dog", data.tokenizer)
+    assert torch.equal(x.grid.images(), lens.head_thumbnails(a, x.thumbnail))
+    assert [(r["layer"], r["head"]) for r in x.table.rows] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert all(r["induction"] is not None for r in x.table.rows)
+
+
+def test_editing_the_text_recomputes(model, data):
+    x = AttentionExplorer(model, data.tokenizer, "the lazy dog")
+    x.text_box.value = "a quick fox"
+    assert len(x.attention.tokens) == len("a quick fox")
+    assert z_of(x) == expected_z(model, data.tokenizer, "a quick fox", 0, 0)
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("", "empty"),
+    ("ZZZ", "Z"),
+    ("the dog " * 10, "at most 32 tokens"),
+])
+def test_bad_text_is_explained_and_the_last_view_stays(model, data, text, fragment):
+    x = AttentionExplorer(model, data.tokenizer, "the lazy dog")
+    before = z_of(x)
+    x.text_box.value = text
+    assert fragment in x.status.value and "lmlab-error" in x.status.value
+    assert z_of(x) == before
+    x.text_box.value = "the fox"  # still usable
+    assert x.status.value == "" and len(x.attention.tokens) == 7
+
+
+def test_token_focus_outlines_row_and_column_and_shows_predictions(model, data):
+    x = AttentionExplorer(model, data.tokenizer, "the lazy dog")
+    x.focus_box.value = 4
+    shapes = x.heatmap.layout.shapes
+    assert len(shapes) == 2 and shapes[0].y0 == 3.5 and shapes[1].x0 == 3.5
+    top = lens.predictions_at(model, data.tokenizer, x.attention.ids, 4)
+    assert "next token after 4" in x.predictions.value
+    assert f"{top.probs[0]:.3f}" in x.predictions.value
+
+
+def test_knocking_a_head_out_shows_the_loss_change(model, data):
+    x = AttentionExplorer(model, data.tokenizer, "the lazy dog")
+    x.select(1, 0)
+    x.knock_button.value = True
+    assert [list(h) for h in x.table.knocked_out] == [[1, 0]]
+    effect = lens.ablation_effect(model, x.attention.ids, [(1, 0)], "zero")
+    assert "knocked out" in x.predictions.value and "L1H0" in x.predictions.value
+    assert f"{effect['ablated_loss']:.4f}" in x.predictions.value
+    x.mode_box.value = "mean"
+    effect = lens.ablation_effect(model, x.attention.ids, [(1, 0)], "mean")
+    assert f"{effect['ablated_loss']:.4f}" in x.predictions.value
+    assert all(block.attn.ablation is None for block in model.transformer.h)  # restored
+    x.knock_button.value = False
+    assert x.table.knocked_out == [] and "knocked out" not in x.predictions.value
+
+
+def test_live_mode_follows_training(data):
+    model = GPT(GPTConfig(vocab_size=data.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=16))
+    trainer = Trainer(model, data, device="cpu", batch_size=4, max_steps=6, eval_interval=3,
+                      eval_batches=1, warmup_steps=1, learning_rate=1e-2)
+    callbacks = sum(len(v) for v in trainer._callbacks.values())
+    x = AttentionExplorer(trainer=trainer, text="the lazy dog", every=3)
+    before = x.attention.weights.clone()
+    trainer.run(progress=False)
+    assert "step 6" in x.grid.title
+    assert not torch.equal(x.attention.weights, before)
+    x.close()
+    assert sum(len(v) for v in trainer._callbacks.values()) == callbacks
+
+
+def test_two_explorers_are_independent(model, data):
+    a = AttentionExplorer(model, data.tokenizer, "the lazy dog")
+    b = AttentionExplorer(model, data.tokenizer, "the lazy dog")
+    a.select(1, 1)
+    assert list(b.grid.selected) == [0, 0] and a.status.value == b.status.value == ""
+
+
+def test_colab_gets_base64_instead_of_binary_buffers(monkeypatch, model, data):
+    assert default_encoding() == "bytes"
+    monkeypatch.setitem(sys.modules, "google.colab", object())
+    assert default_encoding() == "base64"
+    grid = HeadGrid()
+    images = lens.head_thumbnails(lens.capture_attention(model, "the lazy dog", data.tokenizer))
+    grid.set_images(images)
+    assert grid.data == b"" and grid.data_b64 and torch.equal(grid.images(), images)

@@ -1,0 +1,280 @@
+"""`AttentionExplorer`: every layer and head of a model's attention on a text.
+
+The overview (`HeadGrid`, a canvas) shows all heads as small images; the selected head
+is a plotly heatmap with the tokens on both axes; a token in focus lights up its row
+(what it attends to) and column (what attends to it), with the model's top next-token
+predictions at that position; the per-head summary (`HeadTable`) sorts and selects;
+knocking a head out shows the change in the text's loss and in the predictions. With
+a trainer, the view follows training every `every` steps.
+
+Every read of the model goes through `lmlab.reading` (the trainer's lock, eval mode),
+so an explorer never tears a training step or draws from training's random stream.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+
+import ipywidgets as W
+import plotly.graph_objects as go
+
+from lmlab import inspect as lens
+
+from ._view import TrainerView, message_html
+from .heads import HeadGrid
+from .table import HeadTable
+
+HOVER_TOKENS = 160  # up to this many tokens, hovering names both tokens; beyond, positions
+SUMMARY_COLUMNS = [["layer", "layer"], ["head", "head"], ["entropy", "entropy"],
+                   ["previous_token", "previous token"], ["first_token", "first token"],
+                   ["induction", "induction"]]
+ABLATION_MODES = {"zero": "output set to zero", "mean": "output replaced by its mean over the text"}
+
+
+def _label(i: int, token: str) -> str:
+    return f"{i}:{token}"
+
+
+class AttentionExplorer(TrainerView, W.VBox):
+    """AttentionExplorer(model, tokenizer, text), or AttentionExplorer(trainer=..., text=...)
+    to follow a training run (refreshed every `every` steps)."""
+
+    def __init__(self, model=None, tokenizer=None, text: str = "", *, trainer=None,
+                 every: int = 50, thumbnail: int = 48, ablation: str = "zero"):
+        if trainer is not None:
+            model = trainer.model if model is None else model
+            tokenizer = tokenizer or trainer.dataset.tokenizer
+        if model is None or tokenizer is None:
+            raise TypeError("AttentionExplorer(model, tokenizer, text) or "
+                            "AttentionExplorer(trainer=trainer, text=text)")
+        if ablation not in ABLATION_MODES:
+            raise ValueError(f"ablation={ablation!r}; choose one of {sorted(ABLATION_MODES)}")
+        W.VBox.__init__(self)
+        self._init_view([trainer] if trainer is not None else [])
+        self.model, self.tokenizer, self.trainer = model, tokenizer, trainer
+        self.every, self.thumbnail = every, thumbnail
+        self.attention = None
+        self.summary: list[dict] = []
+
+        self.text_box = W.Textarea(value=text, continuous_update=False, placeholder="text to look at",
+                                   layout=W.Layout(width="100%", height="3.2em"))
+        self.layer_box = W.Dropdown(description="layer", layout=W.Layout(width="130px"),
+                                    style={"description_width": "40px"})
+        self.head_box = W.Dropdown(description="head", layout=W.Layout(width="130px"),
+                                   style={"description_width": "40px"})
+        self.focus_box = W.Dropdown(description="token", layout=W.Layout(width="220px"),
+                                    style={"description_width": "40px"})
+        self.knock_button = W.ToggleButton(description="Knock out this head", icon="ban",
+                                           tooltip="switch the selected head off: " + ABLATION_MODES[ablation])
+        self.mode_box = W.Dropdown(options=[(f"{k}: {v}", k) for k, v in ABLATION_MODES.items()],
+                                   value=ablation, layout=W.Layout(width="330px"))
+        self.status = W.HTML()
+        self.grid = HeadGrid(cell=max(24, min(72, 560 // max(1, model.config.n_head))))
+        self.heatmap = go.FigureWidget(layout=go.Layout(
+            height=460, margin=dict(l=70, r=10, t=40, b=70), plot_bgcolor="#e2e2e2",
+            xaxis=dict(title="key (attended to)", showgrid=False),
+            yaxis=dict(title="query (attending)", autorange="reversed", showgrid=False)))
+        self.heatmap.add_heatmap(z=[[0]], colorscale="Blues", zmin=0, zmax=1, hoverongaps=False,
+                                 colorbar=dict(title="attention", thickness=12))
+        self.predictions = W.HTML()
+        self.table = HeadTable(columns=SUMMARY_COLUMNS)
+
+        top = W.HBox([self.layer_box, self.head_box, self.focus_box, self.knock_button, self.mode_box],
+                     layout=W.Layout(flex_flow="row wrap", align_items="center"))
+        views = W.HBox([self.grid, W.Box([self.heatmap], layout=W.Layout(flex="1 1 420px", min_width="320px"))],
+                       layout=W.Layout(flex_flow="row wrap", align_items="flex-start"))
+        lower = W.HBox([self.predictions, self.table],
+                       layout=W.Layout(flex_flow="row wrap", align_items="flex-start", grid_gap="24px"))
+        self.children = [self.text_box, top, self.status, views, lower]
+        self.add_class("lmlab-attention")
+
+        self.text_box.observe(self.guarded(lambda _: self.update()), "value")
+        self.layer_box.observe(self.guarded(lambda _: self._select_from_boxes()), "value")
+        self.head_box.observe(self.guarded(lambda _: self._select_from_boxes()), "value")
+        self.focus_box.observe(self.guarded(lambda _: self._draw_focus()), "value")
+        self.grid.observe(self.guarded(lambda c: self.select(*c["new"])), "selected")
+        self.table.observe(self.guarded(lambda c: self.select(*c["new"])), "selected")
+        self.table.observe(self.guarded(lambda _: self._draw_ablation()), "knocked_out")
+        self.knock_button.observe(self.guarded(self._on_knock), "value")
+        self.mode_box.observe(self.guarded(lambda _: self._draw_ablation()), "value")
+        if trainer is not None:
+            self._watch(trainer, "step", "_on_step")
+            self._watch(trainer, "reset", "_on_trainer_reset")
+        self._induction = None
+        self.update()
+
+    # ---- the engine's side ------------------------------------------------------------
+
+    def update(self, text: str | None = None) -> None:
+        """Capture the attention of `text` (default: the text box's) and redraw it all.
+        Bad text is reported in the status line; the last good view stays."""
+        text = self.text_box.value if text is None else text
+        if text != self.text_box.value:
+            self.text_box.value = text  # observed: comes back here
+            return
+        try:
+            attention = lens.capture_attention(self.model, text, self.tokenizer)
+        except Exception as e:
+            self.show_error(e)
+            return
+        self.attention = attention
+        self._induction = lens.induction_scores(self.model)
+        self.summary = lens.head_summary(attention, induction=self._induction)
+        self._show("", "")
+        self.redraw(force=True)
+
+    def _on_step(self, trainer, row) -> None:
+        if self.every and trainer.step_count % self.every == 0:
+            self.update()
+
+    def _on_trainer_reset(self, trainer, _) -> None:
+        self.update()
+
+    # ---- drawing -----------------------------------------------------------------------
+
+    def _draw(self) -> None:
+        a = self.attention
+        if a is None:
+            return
+        L, H, T = a.n_layer, a.n_head, len(a.tokens)
+        with self.hold_sync():
+            self.layer_box.options = list(range(L))
+            self.head_box.options = list(range(H))
+            focus = self.focus_box.value
+            self.focus_box.options = [("none", -1)] + [(_label(i, t), i) for i, t in enumerate(a.tokens)]
+            self.focus_box.value = focus if focus is not None and focus < T else -1
+            size = min(T, self.thumbnail)
+            step = f" (step {self.trainer.step_count})" if self.trainer is not None else ""
+            self.grid.set_images(lens.head_thumbnails(a, size),
+                                 title=f"all heads, {T} tokens{step}: click one")
+            self.table.rows = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
+                               for r in self.summary]
+        self._draw_head()
+        self._draw_focus()
+
+    def select(self, layer: int, head: int) -> None:
+        """Show head `head` of layer `layer` in the big view (and mark it everywhere)."""
+        a = self.attention
+        if a is None:
+            return
+        if not (0 <= layer < a.n_layer and 0 <= head < a.n_head):
+            raise ValueError(f"there is no head {head} in layer {layer}: the model has "
+                             f"{a.n_layer} layers of {a.n_head} heads")
+        for widget in (self.grid, self.table):
+            if list(widget.selected) != [layer, head]:
+                widget.selected = [layer, head]
+        if self.layer_box.value != layer or self.head_box.value != head:
+            with self.hold_trait_notifications():
+                self.layer_box.value, self.head_box.value = layer, head
+        self._draw_head()
+        self._draw_ablation()
+
+    def _select_from_boxes(self) -> None:
+        if self.layer_box.value is not None and self.head_box.value is not None:
+            self.select(self.layer_box.value, self.head_box.value)
+
+    @property
+    def selected(self) -> tuple[int, int]:
+        layer, head = self.grid.selected
+        return layer, head
+
+    def _draw_head(self) -> None:
+        a = self.attention
+        layer, head = self.selected
+        matrix = a.head(layer, head)
+        T = matrix.size(0)
+        z = [[None if k > q else v for k, v in enumerate(row)] for q, row in enumerate(matrix.tolist())]
+        labels = [_label(i, t) for i, t in enumerate(a.tokens)]
+        trace = self.heatmap.data[0]
+        with self.heatmap.batch_update():
+            trace.z = z
+            trace.x = trace.y = list(range(T))
+            if T <= HOVER_TOKENS:
+                trace.text = [[f"{labels[q]} → {labels[k]}" for k in range(T)] for q in range(T)]
+                trace.hovertemplate = "%{text}<br>attention %{z:.3f}<extra></extra>"
+            else:
+                trace.text = None
+                trace.hovertemplate = "query %{y} → key %{x}<br>attention %{z:.3f}<extra></extra>"
+            every = max(1, math.ceil(T / 48))
+            ticks = dict(tickmode="array", tickvals=list(range(0, T, every)),
+                         ticktext=[a.tokens[i] for i in range(0, T, every)], tickangle=0)
+            self.heatmap.layout.xaxis.update(ticks)
+            self.heatmap.layout.yaxis.update(ticks)
+            self.heatmap.layout.title = f"layer {layer}, head {head} (grey: masked, the future)"
+
+    def _draw_focus(self) -> None:
+        a = self.attention
+        if a is None:
+            return
+        p = self.focus_box.value
+        T = len(a.tokens)
+        shapes = []
+        if p is not None and p >= 0:
+            line = dict(color="#e4572e", width=2)
+            shapes = [dict(type="rect", x0=-0.5, x1=p + 0.5, y0=p - 0.5, y1=p + 0.5, line=line),
+                      dict(type="rect", x0=p - 0.5, x1=p + 0.5, y0=p - 0.5, y1=T - 0.5, line=line)]
+        self.heatmap.layout.shapes = shapes
+        self._draw_ablation()
+
+    # ---- ablation and predictions --------------------------------------------------------
+
+    def _on_knock(self, change) -> None:
+        head = list(self.selected)
+        off = [h for h in self.table.knocked_out if list(h) != head]
+        self.table.knocked_out = off + [head] if change["new"] else off  # observed: redraws
+
+    def knocked_out(self) -> list[tuple[int, int]]:
+        return [tuple(h) for h in self.table.knocked_out]
+
+    def _draw_ablation(self) -> None:
+        a = self.attention
+        if a is None:
+            return
+        off = self.knocked_out()
+        self.knock_button.value = tuple(self.selected) in off
+        mode = self.mode_box.value
+        p = self.focus_box.value
+        position = p if p is not None and p >= 0 else len(a.ids) - 1
+        before = lens.predictions_at(self.model, self.tokenizer, a.ids, position)
+        parts = []
+        if off:
+            change = lens.ablation_effect(self.model, a.ids, off, mode)
+            with lens.ablate(self.model, off, mode):
+                after = lens.predictions_at(self.model, self.tokenizer, a.ids, position,
+                                            k=self.model.config.vocab_size)  # every token's
+            names = ", ".join(f"L{layer}H{head}" for layer, head in off)
+            parts.append(f"<div><b>knocked out</b> {html.escape(names)} ({ABLATION_MODES[mode]}): "
+                         f"loss on this text {change['loss']:.4f} → {change['ablated_loss']:.4f} "
+                         f"({change['ablated_loss'] - change['loss']:+.4f})</div>")
+        else:
+            after = None
+        parts.append(_bars(before, after, a.tokens[position], position))
+        self.predictions.value = "".join(parts)
+
+    def _controls(self) -> list:
+        return [self.text_box, self.layer_box, self.head_box, self.focus_box, self.knock_button,
+                self.mode_box]
+
+    def _show(self, message: str, kind: str) -> None:
+        self.status.value = message_html(message, kind)
+
+
+def _bars(before, after, token: str, position: int) -> str:
+    """Top next-token predictions after `position`, as bars (and, knocked out, beside them)."""
+    rows = []
+    ablated = dict(zip(after.ids, after.probs)) if after is not None else {}
+    for tid, text, prob in zip(before.ids, before.tokens, before.probs):
+        bar = (f'<span style="display:inline-block;height:10px;width:{prob * 160:.0f}px;'
+               f'background:#1c5d99"></span>')
+        other = ""
+        if after is not None:
+            q = ablated.get(tid, 0.0)
+            other = (f'<span style="display:inline-block;height:10px;width:{q * 160:.0f}px;'
+                     f'background:#e4572e;margin-left:4px"></span> {q:.3f}')
+        rows.append(f"<tr><td><code>{html.escape(text)}</code></td><td>{prob:.3f}</td>"
+                    f"<td>{bar}{other}</td></tr>")
+    legend = " (blue: the model; red: with the heads knocked out)" if after is not None else ""
+    return (f'<div class="lmlab-predictions"><b>next token after {position}:'
+            f"<code>{html.escape(token)}</code></b>{legend}"
+            f"<table>{''.join(rows)}</table></div>")
