@@ -1,6 +1,7 @@
 """The attention explorer without a browser: selectors, grid and table clicks, token
 focus, knocking heads out, bad text, live mode, the Colab encoding."""
 
+import re
 import sys
 
 import pytest
@@ -145,3 +146,46 @@ def test_colab_gets_base64_instead_of_binary_buffers(monkeypatch, model, data):
     images = lens.head_thumbnails(lens.capture_attention(model, "the lazy dog", data.tokenizer))
     grid.set_images(images)
     assert grid.data == b"" and grid.data_b64 and torch.equal(grid.images(), images)
+
+
+def _read_png(path):
+    import struct
+    import zlib
+
+    raw = path.read_bytes()
+    assert raw[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", raw[16:24])
+    at, data = 8, b""
+    while at < len(raw):
+        n = struct.unpack(">I", raw[at:at + 4])[0]
+        if raw[at + 4:at + 8] == b"IDAT":
+            data += raw[at + 8:at + 8 + n]
+        at += 12 + n
+    rows = torch.frombuffer(bytearray(zlib.decompress(data)), dtype=torch.uint8).view(height, -1)
+    return rows[:, 1:].reshape(height, width, 3)
+
+
+def test_to_png_writes_the_selected_head(tmp_path, model, data):
+    x = AttentionExplorer(model, data.tokenizer, "the lazy dog")
+    x.select(1, 0)
+    T = len("the lazy dog")
+    pixels = _read_png(x.to_png(tmp_path / "head.png", pixels=T * 4))
+    assert pixels.shape == (T * 4, T * 4, 3)
+    weights = x.attention.head(1, 0)
+    assert tuple(pixels[0, 4 * T - 1].tolist()) == (226, 226, 226)  # query 0, key T-1: masked
+    assert tuple(pixels[0, 0].tolist()) == (28, 59, 135)  # query 0 attends only to itself: 1
+    shade = round(255 - 227 * round(float(weights[T - 1, 0]) * 255) / 255)
+    assert pixels[4 * T - 1, 0, 0] == shade
+    grid = _read_png(x.to_png(tmp_path / "grid.png", what="grid"))
+    assert grid.shape[0] == 2 * (x.grid.cell + 3) and grid.shape[1] == 2 * (x.grid.cell + 3)
+
+
+def test_to_html_is_a_self_contained_snapshot(tmp_path, model, data):
+    x = AttentionExplorer(model, data.tokenizer, "the lazy dog")
+    x.select(0, 1)
+    page = x.to_html(tmp_path / "view.html").read_text()
+    tags = re.findall(r"<(?:script|link|img)\b[^>]*>", page.split("<body>")[1].split("<script")[0])
+    assert all("http" not in tag for tag in tags)  # nothing fetched (the browser test blocks the net)
+    assert "<script src" not in page.replace("\\", "")
+    assert "data:image/png;base64," in page and "Plotly.newPlot" in page
+    assert "layer 0, head 1" in page and page.split('class="lmlab-table"')[1].count("<tr>") == 1 + 4

@@ -13,14 +13,20 @@ so an explorer never tears a training step or draws from training's random strea
 
 from __future__ import annotations
 
+import base64
 import html
 import math
+from pathlib import Path
 
 import ipywidgets as W
 import plotly.graph_objects as go
+import plotly.io
+import torch
 
 from lmlab import inspect as lens
+from lmlab.files import atomic_write
 
+from . import images
 from ._view import TrainerView, message_html
 from .heads import HeadGrid
 from .table import HeadTable
@@ -252,12 +258,71 @@ class AttentionExplorer(TrainerView, W.VBox):
         parts.append(_bars(before, after, a.tokens[position], position))
         self.predictions.value = "".join(parts)
 
+    # ---- pictures for slides ---------------------------------------------------------------
+
+    def to_png(self, path, what: str = "head", pixels: int = 512) -> Path:
+        """Write the selected head ("head", about `pixels` a side) or the overview of all
+        heads ("grid") as a PNG: the matrix alone, in the view's colours (grey: masked),
+        no axes. For a labelled picture use the camera button of the plotly view."""
+        a = self.attention
+        if a is None:
+            raise ValueError("there is no attention to draw yet: give the explorer a text")
+        if what == "head":
+            values = (a.head(*self.selected) * 255).round().to(torch.uint8)
+            rgb = images.head_image(values, pixels)
+        elif what == "grid":
+            rgb = images.grid_image(self.grid.images(), self.grid.cell)
+        else:
+            raise ValueError(f"what={what!r}; choose 'head' or 'grid'")
+        with atomic_write(path) as tmp:
+            tmp.write_bytes(images.png(rgb))
+        return Path(path)
+
+    def to_html(self, path) -> Path:
+        """Write a self-contained HTML page of the current view: the overview of all heads,
+        the selected head as an interactive plotly heatmap (plotly.js inlined, so it
+        renders with the network off), the next-token predictions and the summary table."""
+        a = self.attention
+        if a is None:
+            raise ValueError("there is no attention to show yet: give the explorer a text")
+        grid = base64.b64encode(images.png(images.grid_image(self.grid.images(), self.grid.cell)))
+        figure = plotly.io.to_html(go.Figure(self.heatmap), include_plotlyjs=True, full_html=False)
+        columns = [c for c, _ in SUMMARY_COLUMNS]
+        header = "".join(f"<th>{html.escape(label)}</th>" for _, label in SUMMARY_COLUMNS)
+        rows = "".join("<tr>" + "".join(f"<td>{_cell(r[c])}</td>" for c in columns) + "</tr>"
+                       for r in self.summary)
+        text = html.escape(self.text_box.value)
+        page = (f'<!doctype html><html><head><meta charset="utf-8"><title>lmlab attention: {text}'
+                f"</title><style>{SNAPSHOT_CSS}</style></head><body>"
+                f"<h2>Attention on <q>{text}</q></h2>"
+                f'<div class="lmlab-snapshot"><figure><img alt="every head, layers down, heads across" '
+                f'src="data:image/png;base64,{grid.decode()}"><figcaption>{self.grid.title}'
+                f"</figcaption></figure>{figure}</div>"
+                f"{self.predictions.value}<table class=\"lmlab-table\"><tr>{header}</tr>{rows}</table>"
+                "</body></html>")
+        with atomic_write(path) as tmp:
+            tmp.write_text(page, encoding="utf-8")
+        return Path(path)
+
     def _controls(self) -> list:
         return [self.text_box, self.layer_box, self.head_box, self.focus_box, self.knock_button,
                 self.mode_box]
 
     def _show(self, message: str, kind: str) -> None:
         self.status.value = message_html(message, kind)
+
+
+SNAPSHOT_CSS = """
+body { font: 14px sans-serif; margin: 24px; }
+.lmlab-snapshot { display: flex; flex-wrap: wrap; gap: 24px; align-items: flex-start; }
+.lmlab-snapshot img { image-rendering: pixelated; }
+.lmlab-table { border-collapse: collapse; margin-top: 16px; }
+.lmlab-table td, .lmlab-table th { padding: 2px 8px; text-align: right; }
+"""
+
+
+def _cell(value) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else html.escape(str(value))
 
 
 def _bars(before, after, token: str, position: int) -> str:
