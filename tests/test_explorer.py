@@ -189,3 +189,22 @@ def test_to_html_is_a_self_contained_snapshot(tmp_path, model, data):
     assert "<script src" not in page.replace("\\", "")
     assert "data:image/png;base64," in page and "Plotly.newPlot" in page
     assert "layer 0, head 1" in page and page.split('class="lmlab-table"')[1].count("<tr>") == 1 + 4
+
+
+def test_bertviz_gets_one_tensor_a_layer_and_renders_it(model, data):
+    need("bertviz", "pip install -e '.[bertviz]'")
+    import json
+
+    from lmlab.widgets import head_view, model_view
+    from lmlab.widgets.bertviz_views import bertviz_attention
+
+    attention, tokens = bertviz_attention(model, data.tokenizer, "the lazy dog")
+    a = lens.capture_attention(model, "the lazy dog", data.tokenizer)
+    assert len(attention) == 2 and all(t.shape == (1, 2, 12, 12) for t in attention)
+    assert torch.equal(torch.cat(attention), a.weights) and tokens == a.tokens
+    for view in (head_view, model_view):  # bertviz's own code, returning its page
+        page = view(model, data.tokenizer, "the lazy dog", html_action="return").data
+        params = json.loads(page.split("const params = ")[1].split("; // HACK")[0])
+        shown = torch.tensor(params["attention"][0]["attn"])
+        assert shown.shape == (2, 2, 12, 12)
+        assert torch.allclose(shown, a.weights, atol=1e-6)

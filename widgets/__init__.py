@@ -5,7 +5,8 @@ is in `lmlab`.
 """
 
 from .attention import AttentionExplorer
+from .bertviz_views import head_view, model_view
 from .compare import RunComparison
 from .dashboard import TrainingDashboard
 
-__all__ = ["TrainingDashboard", "RunComparison", "AttentionExplorer"]
+__all__ = ["TrainingDashboard", "RunComparison", "AttentionExplorer", "head_view", "model_view"]

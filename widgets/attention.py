@@ -80,7 +80,8 @@ class AttentionExplorer(TrainerView, W.VBox):
         self.heatmap = go.FigureWidget(layout=go.Layout(
             height=460, margin=dict(l=70, r=10, t=40, b=70), plot_bgcolor="#e2e2e2",
             xaxis=dict(title="key (attended to)", showgrid=False),
-            yaxis=dict(title="query (attending)", autorange="reversed", showgrid=False)))
+            yaxis=dict(title="query (attending)", autorange="reversed", showgrid=False,
+                       scaleanchor="x", constrain="domain")))
         self.heatmap.add_heatmap(z=[[0]], colorscale="Blues", zmin=0, zmax=1, hoverongaps=False,
                                  colorbar=dict(title="attention", thickness=12))
         self.predictions = W.HTML()

@@ -3,13 +3,17 @@
 // Rows come from the widget's synced state, so a reload draws the same table.
 
 function cellText(value) {
-  return typeof value === "number" ? value.toFixed(3) : String(value);
+  if (value === null || value === undefined) return "–";
+  return typeof value === "number" && !Number.isInteger(value) ? value.toFixed(3) : String(value);
 }
 
 function render({ model, el }) {
+  const wrap = document.createElement("div");
+  wrap.className = "lmlab-table-wrap";
   const table = document.createElement("table");
   table.className = "lmlab-table";
-  el.appendChild(table);
+  wrap.appendChild(table);
+  el.appendChild(wrap);
   let sortBy = null, descending = true;
 
   function redraw() {
