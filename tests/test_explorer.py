@@ -208,3 +208,12 @@ def test_bertviz_gets_one_tensor_a_layer_and_renders_it(model, data):
         shown = torch.tensor(params["attention"][0]["attn"])
         assert shown.shape == (2, 2, 12, 12)
         assert torch.allclose(shown, a.weights, atol=1e-6)
+
+
+def test_clicking_the_heatmap_focuses_the_query_token(model, data):
+    from plotly.callbacks import Points
+
+    x = AttentionExplorer(model, data.tokenizer, "the lazy dog")
+    x.heatmap.data[0]._dispatch_on_click(Points(point_inds=[(5, 2)], xs=[2], ys=[5], trace_name="",
+                                                trace_index=0), None)
+    assert x.focus_box.value == 5 and "next token after 5" in x.predictions.value

@@ -100,6 +100,7 @@ class AttentionExplorer(TrainerView, W.VBox):
         self.layer_box.observe(self.guarded(lambda _: self._select_from_boxes()), "value")
         self.head_box.observe(self.guarded(lambda _: self._select_from_boxes()), "value")
         self.focus_box.observe(self.guarded(lambda _: self._draw_focus()), "value")
+        self.heatmap.data[0].on_click(self.guarded(self._on_heatmap_click))
         self.grid.observe(self.guarded(lambda c: self.select(*c["new"])), "selected")
         self.table.observe(self.guarded(lambda c: self.select(*c["new"])), "selected")
         self.table.observe(self.guarded(lambda _: self._draw_ablation()), "knocked_out")
@@ -223,6 +224,11 @@ class AttentionExplorer(TrainerView, W.VBox):
                       dict(type="rect", x0=p - 0.5, x1=p + 0.5, y0=p - 0.5, y1=T - 0.5, line=line)]
         self.heatmap.layout.shapes = shapes
         self._draw_ablation()
+
+    def _on_heatmap_click(self, trace, points, state) -> None:
+        """A click on a cell focuses its query token."""
+        if points.ys:
+            self.focus_box.value = int(points.ys[0])
 
     # ---- ablation and predictions --------------------------------------------------------
 
