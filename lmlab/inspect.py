@@ -124,7 +124,7 @@ def capture_attention(model, tokens_or_ids, tokenizer=None) -> Attention:
     with reading(model):
         idx = torch.tensor([ids], device=next(model.parameters()).device)
         if isinstance(model, GPT):
-            weights = model(idx, return_attention=True).attention[0]
+            weights = model.attention(idx)[0]
         else:
             weights = _hf_attention(model, idx)
     return Attention(weights, [_display(tokenizer, i) for i in ids], ids)

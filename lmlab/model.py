@@ -106,8 +106,11 @@ class CausalSelfAttention(nn.Module):
         # (heads [H] bool, "zero" | "mean"): knocked-out heads, set only by lmlab.inspect.ablate
         self.ablation: tuple[torch.Tensor, str] | None = None
 
-    def forward(self, x, cache: KVCache | None = None, layer: int = 0, need_weights=False):
-        """x [B, T, C] -> (y [B, T, C], attention probabilities [B, H, T, S] or None)."""
+    def forward(self, x, cache: KVCache | None = None, layer: int = 0,
+                weights_out: torch.Tensor | None = None):
+        """x [B, T, C] -> y [B, T, C]. With `weights_out` ([B, H, T, S] float32, S keys
+        counting the cached ones), the attention probabilities are computed explicitly
+        and written there; without, the fused kernel runs."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
@@ -117,14 +120,12 @@ class CausalSelfAttention(nn.Module):
             k, v = cache.append(layer, k, v)
         S = past + T
         mask = None
-        if past and T > 1 or need_weights:
+        if past and T > 1 or weights_out is not None:
             # query i sits at absolute position past + i and sees keys 0 .. past + i
             mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=past)
-        weights = None
-        if need_weights:
-            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
-            att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
-            weights = att
+        if weights_out is not None:
+            att = (q * (1.0 / math.sqrt(k.size(-1)))) @ k.transpose(-2, -1)  # scale the smaller side
+            att = torch.softmax(att.masked_fill_(~mask, float("-inf")).float(), dim=-1, out=weights_out)
             y = self.attn_dropout(att) @ v
         else:
             y = F.scaled_dot_product_attention(
@@ -137,7 +138,7 @@ class CausalSelfAttention(nn.Module):
             heads, mode = self.ablation
             y = torch.where(heads.view(-1, 1, 1), 0.0 if mode == "zero" else y.mean(2, keepdim=True), y)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.resid_dropout(self.c_proj(y)), weights
+        return self.resid_dropout(self.c_proj(y))
 
 
 class MLP(nn.Module):
@@ -160,11 +161,10 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x, cache=None, layer=0, need_weights=False):
-        a, weights = self.attn(self.ln_1(x), cache, layer, need_weights)
-        x = x + a
+    def forward(self, x, cache=None, layer=0, weights_out=None):
+        x = x + self.attn(self.ln_1(x), cache, layer, weights_out)
         x = x + self.mlp(self.ln_2(x))
-        return x, weights
+        return x
 
 
 class GPT(nn.Module):
@@ -241,21 +241,39 @@ class GPT(nn.Module):
         T = idx.size(1)
         pos = torch.arange(past, past + T, dtype=torch.long, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
-        attention = []
+        attention = None
+        if return_attention:  # each layer writes its probabilities here: no stacking copy
+            B, H = idx.size(0), self.config.n_head
+            attention = torch.empty(len(self.transformer.h), B, H, T, past + T, device=idx.device)
         for i, block in enumerate(self.transformer.h):
-            x, weights = block(x, cache, i, return_attention)
-            if return_attention:
-                attention.append(weights)
+            x = block(x, cache, i, attention[i] if attention is not None else None)
         if cache is not None:
             cache.length += T
         logits = self.lm_head(self.transformer.ln_f(x))
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1))
-        att = None
-        if return_attention:
-            att = torch.stack(attention, dim=1).detach().float().cpu()
-        return ModelOutput(logits, loss, att)
+        if attention is not None:  # [layer, B, ...] -> [B, layer, H, T, S], float32 on the CPU
+            attention = attention.transpose(0, 1).cpu()
+        return ModelOutput(logits, loss, attention)
+
+    def attention(self, idx) -> torch.Tensor:
+        """idx [B, T] (T <= block_size) -> attention probabilities [B, layer, head, T, T],
+        float32 on the CPU: the same as forward(idx, return_attention=True).attention,
+        computed without what comes after the last layer's attention (its MLP, the final
+        norm, the logits)."""
+        B, T = idx.shape
+        if T > self.config.block_size:
+            raise ConfigError(f"{T} tokens do not fit in the context of block_size="
+                              f"{self.config.block_size}; read at most that many")
+        pos = torch.arange(T, dtype=torch.long, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        *blocks, last = self.transformer.h
+        out = torch.empty(len(self.transformer.h), B, self.config.n_head, T, T, device=idx.device)
+        for i, block in enumerate(blocks):
+            x = block(x, None, i, out[i])
+        last.attn(last.ln_1(x), None, len(blocks), out[-1])
+        return out.transpose(0, 1).cpu()
 
 
 def best_device() -> torch.device:

@@ -128,3 +128,11 @@ def test_backward_reaches_every_parameter():
     idx = torch.randint(37, (2, 16))
     model(idx, idx).loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_attention_alone_equals_the_forward_pass_attention():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=11, block_size=16, n_layer=3, n_head=2, n_embd=8)).eval()
+    idx = torch.randint(11, (2, 12))
+    with torch.no_grad():
+        assert torch.equal(model.attention(idx), model(idx, return_attention=True).attention)
