@@ -32,12 +32,15 @@ def model(data):
 
 
 def z_of(explorer):
-    return [list(row) for row in explorer.heatmap.data[0].z]
+    """The heatmap's values, None where a cell is a gap (the masked future)."""
+    z = explorer.heatmap.data[0].z
+    return [[None if v != v else float(v) for v in row] for row in z]
 
 
 def expected_z(model, tokenizer, text, layer, head):
     m = lens.capture_attention(model, text, tokenizer).head(layer, head).tolist()
-    return [[None if k > q else v for k, v in enumerate(row)] for q, row in enumerate(m)]
+    return [[None if k > q else float(torch.tensor(v)) for k, v in enumerate(row)]
+            for q, row in enumerate(m)]
 
 
 def test_the_big_view_shows_the_selected_head(model, data):

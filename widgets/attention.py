@@ -19,6 +19,7 @@ import math
 from pathlib import Path
 
 import ipywidgets as W
+import numpy as np
 import plotly.graph_objects as go
 import plotly.io
 import torch
@@ -76,10 +77,11 @@ class AttentionExplorer(TrainerView, W.VBox):
         self.mode_box = W.Dropdown(options=[(f"{k}: {v}", k) for k, v in ABLATION_MODES.items()],
                                    value=ablation, layout=W.Layout(width="330px"))
         self.status = W.HTML()
-        self.grid = HeadGrid(cell=max(24, min(72, 560 // max(1, model.config.n_head))))
+        self.grid = HeadGrid(cell=max(20, min(72, 400 // max(1, model.config.n_head))))
         self.heatmap = go.FigureWidget(layout=go.Layout(
-            height=460, margin=dict(l=70, r=10, t=40, b=70), plot_bgcolor="#e2e2e2",
-            xaxis=dict(title="key (attended to)", showgrid=False),
+            width=540, height=520, autosize=False, margin=dict(l=70, r=10, t=40, b=70),
+            plot_bgcolor="#e2e2e2",
+            xaxis=dict(title="key (attended to)", showgrid=False, constrain="domain"),
             yaxis=dict(title="query (attending)", autorange="reversed", showgrid=False,
                        scaleanchor="x", constrain="domain")))
         self.heatmap.add_heatmap(z=[[0]], colorscale="Blues", zmin=0, zmax=1, hoverongaps=False,
@@ -89,7 +91,7 @@ class AttentionExplorer(TrainerView, W.VBox):
 
         top = W.HBox([self.layer_box, self.head_box, self.focus_box, self.knock_button, self.mode_box],
                      layout=W.Layout(flex_flow="row wrap", align_items="center"))
-        views = W.HBox([self.grid, W.Box([self.heatmap], layout=W.Layout(flex="1 1 420px", min_width="320px"))],
+        views = W.HBox([self.grid, W.Box([self.heatmap], layout=W.Layout(flex="0 1 540px", overflow="auto"))],
                        layout=W.Layout(flex_flow="row wrap", align_items="flex-start"))
         lower = W.HBox([self.predictions, self.table],
                        layout=W.Layout(flex_flow="row wrap", align_items="flex-start", grid_gap="24px"))
@@ -192,7 +194,8 @@ class AttentionExplorer(TrainerView, W.VBox):
         layer, head = self.selected
         matrix = a.head(layer, head)
         T = matrix.size(0)
-        z = [[None if k > q else v for k, v in enumerate(row)] for q, row in enumerate(matrix.tolist())]
+        z = matrix.numpy().copy()  # numpy: plotly sends it as one binary array, not JSON numbers
+        z[np.triu_indices(T, 1)] = np.nan  # the masked future: a gap, drawn grey
         labels = [_label(i, t) for i, t in enumerate(a.tokens)]
         trace = self.heatmap.data[0]
         with self.heatmap.batch_update():

@@ -1,0 +1,188 @@
+"""The attention explorer in JupyterLab, headless Chromium: the all-heads grid's render
+time at 12 x 12 heads x 128 tokens, a click on a head, two explorers side by side, and
+the static HTML snapshot with the network blocked."""
+
+import time
+
+import nbformat
+
+from test_dashboard import cell_output, run_cell, wait_until
+
+GRID = ".lmlab-attention .lmlab-heads-canvas"
+
+
+def explorer_notebook() -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    sources = [
+        "import lmlab, torch\n"
+        "from lmlab.widgets import AttentionExplorer\n"
+        "text = lmlab.load_corpus('shakespeare')[:128]\n"
+        "tok = lmlab.CharTokenizer.fit(lmlab.load_corpus('shakespeare'))\n"
+        "torch.manual_seed(0)\n"
+        "model = lmlab.GPT(lmlab.GPTConfig(vocab_size=tok.vocab_size, block_size=128, n_layer=12,"
+        " n_head=12, n_embd=48))\n"
+        "print('model built')\n"
+        "data = lmlab.TokenDataset(lmlab.load_corpus('shakespeare'), tok, block_size=128)\n"
+        "lmlab.Trainer(model, data, max_steps=150, batch_size=8, learning_rate=3e-3, eval_interval=150,"
+        " eval_batches=1, device='cpu').run(progress=False)  # some structure to look at\n"
+        "print('ready')",
+        "first = AttentionExplorer(model, tok, text)\nfirst",
+        "second = AttentionExplorer(model, tok, text[:40])\nsecond",
+        "first.to_html('snapshot.html'); print('written')",
+    ]
+    nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
+                                 "language": "python"}
+    return nb
+
+
+def grid_state(page, index: int) -> dict:
+    return page.evaluate(
+        "(i) => { const c = document.querySelectorAll('%s')[i];"
+        " return c ? {...c.dataset, width: c.width} : null; }" % GRID, index)
+
+
+def heatmap_title(page, index: int) -> str:
+    return page.evaluate(
+        "(i) => { const v = document.querySelectorAll('.lmlab-attention')[i];"
+        " const t = v && v.querySelector('.gtitle'); return t ? t.textContent : ''; }", index)
+
+
+def test_explorer_grid_click_two_views_and_offline_snapshot(jlab_only, page):
+    jlab = jlab_only
+    nbformat.write(explorer_notebook(), jlab.server.root / "explorer.ipynb")
+    jlab.open("explorer.ipynb")
+    run_cell(jlab, 0)
+    wait_until(lambda: "ready" in cell_output(jlab, 0), timeout=300, what="the model")
+    started = time.monotonic()
+    run_cell(jlab, 1)
+    jlab.wait_for(GRID)
+    first_s = time.monotonic() - started
+    state = grid_state(page, 0)
+    render_ms = float(state["renderMs"])
+    print(f"all-heads grid, 12 x 12 heads x 128 tokens: rendered in {render_ms:.1f} ms "
+          f"(drawing {float(state['drawMs']):.1f} ms)")
+    assert render_ms < 1000
+    wait_until(lambda: "layer 0, head 0" in heatmap_title(page, 0), what="the big view")
+
+    started = time.monotonic()
+    run_cell(jlab, 2)
+    wait_until(lambda: page.locator(GRID).count() == 2, timeout=60, what="a second explorer")
+    print(f"from running the cell to the grid on screen: {first_s:.1f} s for the notebook's first "
+          f"explorer (loads the front ends), {time.monotonic() - started:.1f} s for the second")
+    wait_until(lambda: "layer 0, head 0" in heatmap_title(page, 1), what="the second big view")
+
+    # click layer 2, head 3 of the first grid (the canvas's own layout: 34 px of labels
+    # on the left, 18 on top, cells of `cell` pixels with 3 px gaps)
+    canvas = page.locator(GRID).first
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    width = float(state["width"])
+    cell = (width - 34) / 12 - 3
+    scale = box["width"] / width
+    canvas.click(position={"x": (34 + 3 * (cell + 3) + cell / 2) * scale,
+                           "y": (18 + 2 * (cell + 3) + cell / 2) * scale})
+    wait_until(lambda: "layer 2, head 3" in heatmap_title(page, 0), what="the clicked head")
+    assert grid_state(page, 0)["selected"] == "2,3"
+    assert grid_state(page, 1)["selected"] == "0,0"  # the other explorer is left alone
+    assert "layer 0, head 0" in heatmap_title(page, 1)
+    jlab.page.locator(".lmlab-attention").first.scroll_into_view_if_needed()
+    jlab.screenshot("explorer")
+    page.set_viewport_size({"width": 1500, "height": 1900})
+    jlab.element_screenshot(".lmlab-attention", "explorer-view")
+    page.set_viewport_size({"width": 1500, "height": 1100})
+
+    with page.expect_download() as download:  # the overview's own Save PNG, no kernel involved
+        page.locator(".lmlab-attention .lmlab-heads-bar button").first.click()
+    saved = download.value.path()
+    with open(saved, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert download.value.suggested_filename == "attention-heads.png"
+
+    run_cell(jlab, 3)
+    wait_until(lambda: (jlab.server.root / "snapshot.html").exists(), what="the snapshot")
+    context = page.context
+    offline = context.new_page()
+    fetched = []
+
+    def block(route):
+        if route.request.url.startswith("file:"):
+            route.continue_()
+        else:
+            fetched.append(route.request.url)
+            route.abort()
+
+    offline.route("**/*", block)
+    offline.goto((jlab.server.root / "snapshot.html").as_uri())
+    offline.wait_for_selector(".js-plotly-plot .heatmaplayer image, .js-plotly-plot .hm image",
+                              state="attached", timeout=30_000)
+    assert "layer 2, head 3" in offline.locator(".gtitle").text_content()
+    assert offline.evaluate("() => document.querySelector('img').naturalWidth") > 0
+    shot = jlab.shots / "snapshot-offline.png"
+    offline.screenshot(path=str(shot), full_page=True)
+    print(f"screenshot: {shot}; requests blocked: {fetched}")
+    assert fetched == []
+
+
+def test_explorer_at_512_tokens(jlab_only, page):
+    """12 layers x 12 heads x 512 tokens: the overview gets thumbnails made in the engine."""
+    jlab = jlab_only
+    nb = explorer_notebook()
+    nb.cells[0].source = (nb.cells[0].source.replace("[:128]", "[:512]")
+                          .replace("block_size=128", "block_size=512")
+                          .split("\ndata =")[0])  # untrained: only the speed is looked at
+    nb.cells = nb.cells[:2]
+    nbformat.write(nb, jlab.server.root / "explorer512.ipynb")
+    jlab.open("explorer512.ipynb")
+    run_cell(jlab, 0)
+    wait_until(lambda: "model built" in cell_output(jlab, 0), timeout=300, what="the model")
+    started = time.monotonic()
+    run_cell(jlab, 1)
+    jlab.wait_for(GRID)
+    grid_s = time.monotonic() - started
+    wait_until(lambda: "layer 0, head 0" in heatmap_title(page, 0), timeout=120, what="the big view")
+    view_s = time.monotonic() - started
+    state = grid_state(page, 0)
+    print(f"512 tokens: grid rendered in {float(state['renderMs']):.1f} ms in the browser; "
+          f"{grid_s:.1f} s from running the cell to the grid on screen, {view_s:.1f} s to the "
+          "big heatmap")
+    assert float(state["renderMs"]) < 1000
+    jlab.screenshot("explorer-512")
+
+
+def test_live_explorer_watches_an_induction_head_form(jlab_only, page):
+    """Training on the induction corpus with the explorer following every 250 steps."""
+    jlab = jlab_only
+    nb = nbformat.v4.new_notebook()
+    sources = [
+        "import lmlab, torch\n"
+        "from lmlab.widgets import AttentionExplorer\n"
+        "data = lmlab.TokenDataset(lmlab.load_corpus('induction'), block_size=64)\n"
+        "torch.manual_seed(0)\n"
+        "model = lmlab.GPT(lmlab.GPTConfig(vocab_size=data.vocab_size, block_size=64, n_layer=2,"
+        " n_head=4, n_embd=64))\n"
+        "trainer = lmlab.Trainer(model, data, max_steps=2000, learning_rate=1e-3, batch_size=32,"
+        " eval_interval=500, eval_batches=5, device='cpu')",
+        "live = AttentionExplorer(trainer=trainer, text='qwertyuiopz|qwertyuiopz', every=250)\n"
+        "live.select(1, 0)\n"
+        "live.focus_box.value = 16\n"
+        "live",
+        "trainer.start()",
+    ]
+    nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
+                                 "language": "python"}
+    nbformat.write(nb, jlab.server.root / "live.ipynb")
+    jlab.open("live.ipynb")
+    for index in (0, 1):
+        run_cell(jlab, index)
+        jlab.wait_kernel_idle()
+    jlab.wait_for(GRID)
+    drawn = int(grid_state(page, 0)["drawn"])
+    run_cell(jlab, 2)
+    title = ".lmlab-attention .lmlab-heads-bar span"
+    wait_until(lambda: "step 2000" in jlab.text(title), timeout=600, what="2000 steps")
+    assert int(grid_state(page, 0)["drawn"]) >= drawn + 8  # redrawn every 250 steps
+    page.set_viewport_size({"width": 1500, "height": 1500})
+    page.locator(".lmlab-attention").first.scroll_into_view_if_needed()
+    jlab.element_screenshot(".lmlab-attention", "live-induction")
