@@ -86,6 +86,23 @@ def test_explorer_grid_click_two_views_and_offline_snapshot(jlab_only, page):
     assert grid_state(page, 0)["selected"] == "2,3"
     assert grid_state(page, 1)["selected"] == "0,0"  # the other explorer is left alone
     assert "layer 0, head 0" in heatmap_title(page, 1)
+    # the summary table: a click on a header sorts, a click on a row selects
+    table = page.locator(".lmlab-attention").first.locator(".lmlab-table")
+    table.locator("th[data-key='entropy']").click()
+    entropies = [float(v) for v in table.locator("tbody tr td:nth-child(3)").all_inner_texts()]
+    assert entropies == sorted(entropies, reverse=True) and len(entropies) == 144
+    table.locator("tbody tr").nth(5).click()
+    chosen = table.locator("tbody tr").nth(5).get_attribute("data-head")
+    wait_until(lambda: f"layer {chosen.replace(',', ', head ')}" in heatmap_title(page, 0),
+               what="the head clicked in the table")
+    assert grid_state(page, 0)["selected"] == chosen
+    table.locator("th[data-key='entropy']").click()  # again: ascending
+    entropies = [float(v) for v in table.locator("tbody tr td:nth-child(3)").all_inner_texts()]
+    assert entropies == sorted(entropies)
+    first = page.locator(".lmlab-attention").first
+    first.locator(".lmlab-heads-canvas").click(position={"x": (34 + 3 * (cell + 3) + cell / 2) * scale,
+                                                         "y": (18 + 2 * (cell + 3) + cell / 2) * scale})
+    wait_until(lambda: "layer 2, head 3" in heatmap_title(page, 0), what="head 2, 3 again")
     jlab.page.locator(".lmlab-attention").first.scroll_into_view_if_needed()
     jlab.screenshot("explorer")
     page.set_viewport_size({"width": 1500, "height": 1900})
