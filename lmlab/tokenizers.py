@@ -102,7 +102,8 @@ class CharTokenizer(_Base):
         shown = ", ".join(repr(ch) for ch in missing[:10]) + (" ..." if len(missing) > 10 else "")
         known = "".join(visible(ch) for ch in self.chars[:80]) + (" …" if len(self.chars) > 80 else "")
         raise TokenizerError(
-            f"{len(missing)} character(s) not in the vocabulary: {shown}. The model knows these "
+            f"the text uses {'a character' if len(missing) == 1 else f'{len(missing)} characters'} "
+            f"not in the vocabulary: {shown}. The model knows these "
             f"{len(self.chars)}: {known} — write the text with those. (A tokenizer built with "
             "CharTokenizer.fit(text, unknown='replace') maps unknown characters to '\ufffd'.)"
         )

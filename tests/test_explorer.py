@@ -34,7 +34,7 @@ def model(data):
 def z_of(explorer):
     """The heatmap's values, None where a cell is a gap (the masked future)."""
     z = explorer.heatmap.data[0].z
-    return [[None if v != v else float(v) for v in row] for row in z]
+    return [[None if v is None or v != v else float(v) for v in row] for row in z]
 
 
 def expected_z(model, tokenizer, text, layer, head):
@@ -45,6 +45,7 @@ def expected_z(model, tokenizer, text, layer, head):
 
 def test_the_big_view_shows_the_selected_head(model, data):
     x = AttentionExplorer(model, data.tokenizer, "the lazy dog")
+    assert (x.layer_box.value, x.head_box.value) == (0, 0)  # the selectors say what is shown
     assert z_of(x) == expected_z(model, data.tokenizer, "the lazy dog", 0, 0)
     assert list(x.heatmap.layout.xaxis.ticktext)[:3] == ["t", "h", "e"]
     x.layer_box.value = 1
@@ -100,7 +101,7 @@ def test_token_focus_outlines_row_and_column_and_shows_predictions(model, data):
     shapes = x.heatmap.layout.shapes
     assert len(shapes) == 2 and shapes[0].y0 == 3.5 and shapes[1].x0 == 3.5
     top = lens.predictions_at(model, data.tokenizer, x.attention.ids, 4)
-    assert "next token after 4" in x.predictions.value
+    assert "next token after position 4" in x.predictions.value
     assert f"{top.probs[0]:.3f}" in x.predictions.value
 
 
@@ -191,7 +192,9 @@ def test_to_html_is_a_self_contained_snapshot(tmp_path, model, data):
     assert all("http" not in tag for tag in tags)  # nothing fetched (the browser test blocks the net)
     assert "<script src" not in page.replace("\\", "")
     assert "data:image/png;base64," in page and "Plotly.newPlot" in page
-    assert "layer 0, head 1" in page and page.split('class="lmlab-table"')[1].count("<tr>") == 1 + 4
+    assert "outlined: layer 0, head 1" in page
+    assert page.split('class="lmlab-table"')[1].count("<tr") == 1 + 4
+    assert '<tr class="lmlab-selected"><td>0</td><td>1</td>' in page
 
 
 def test_bertviz_gets_one_tensor_a_layer_and_renders_it(model, data):
@@ -219,4 +222,16 @@ def test_clicking_the_heatmap_focuses_the_query_token(model, data):
     x = AttentionExplorer(model, data.tokenizer, "the lazy dog")
     x.heatmap.data[0]._dispatch_on_click(Points(point_inds=[(5, 2)], xs=[2], ys=[5], trace_name="",
                                                 trace_index=0), None)
-    assert x.focus_box.value == 5 and "next token after 5" in x.predictions.value
+    assert x.focus_box.value == 5 and "next token after position 5" in x.predictions.value
+
+
+def test_every_message_is_valid_json(model, data):
+    """The kernel warns "Out of range float values are not JSON compliant" for NaN."""
+    from lmlab.widgets._comm import recording_comms
+
+    with recording_comms() as log:
+        x = AttentionExplorer(model, data.tokenizer, "the lazy dog")
+        x.select(1, 1)
+        x.focus_box.value = 3
+        x.knock_button.value = True
+    assert len(log) > 10

@@ -11,12 +11,14 @@ from comm.base_comm import BaseComm
 
 
 class RecordingComm(BaseComm):
-    """A comm whose messages are JSON-encoded (the kernel's cost) and counted."""
+    """A comm whose messages are JSON-encoded (the kernel's cost) and counted. Like the
+    kernel's session it accepts no NaN or infinity in JSON (the kernel warns and falls
+    back); here it raises, so a test sees it."""
 
     log: list[tuple[str, int]] = []  # (message type, bytes), shared by all instances
 
     def publish_msg(self, msg_type, data=None, metadata=None, buffers=None, **keys):
-        payload = json.dumps({"data": data, "metadata": metadata or {}}, default=str)
+        payload = json.dumps({"data": data, "metadata": metadata or {}}, default=str, allow_nan=False)
         size = len(payload) + sum(len(memoryview(b).cast("B")) for b in buffers or ())
         RecordingComm.log.append((msg_type, size))
 

@@ -73,6 +73,7 @@ class AttentionExplorer(TrainerView, W.VBox):
         self.focus_box = W.Dropdown(description="token", layout=W.Layout(width="220px"),
                                     style={"description_width": "40px"})
         self.knock_button = W.ToggleButton(description="Knock out this head", icon="ban",
+                                           layout=W.Layout(width="auto"),
                                            tooltip="switch the selected head off: " + ABLATION_MODES[ablation])
         self.mode_box = W.Dropdown(options=[(f"{k}: {v}", k) for k, v in ABLATION_MODES.items()],
                                    value=ablation, layout=W.Layout(width="330px"))
@@ -81,12 +82,12 @@ class AttentionExplorer(TrainerView, W.VBox):
         self.heatmap = go.FigureWidget(layout=go.Layout(
             width=540, height=520, autosize=False, margin=dict(l=70, r=10, t=40, b=70),
             plot_bgcolor="#e2e2e2",
-            xaxis=dict(title="key (attended to)", showgrid=False, constrain="domain"),
-            yaxis=dict(title="query (attending)", autorange="reversed", showgrid=False,
+            xaxis=dict(title="key (attended to)", showgrid=False, zeroline=False, constrain="domain"),
+            yaxis=dict(title="query (attending)", autorange="reversed", showgrid=False, zeroline=False,
                        scaleanchor="x", constrain="domain")))
         self.heatmap.add_heatmap(z=[[0]], colorscale="Blues", zmin=0, zmax=1, hoverongaps=False,
                                  colorbar=dict(title="attention", thickness=12))
-        self.predictions = W.HTML()
+        self.predictions = W.HTML(layout=W.Layout(width="300px"))
         self.table = HeadTable(columns=SUMMARY_COLUMNS)
 
         top = W.HBox([self.layer_box, self.head_box, self.focus_box, self.knock_button, self.mode_box],
@@ -158,6 +159,7 @@ class AttentionExplorer(TrainerView, W.VBox):
             step = f" (step {self.trainer.step_count})" if self.trainer is not None else ""
             self.grid.set_images(lens.head_thumbnails(a, size),
                                  title=f"all heads, {T} tokens{step}: click one")
+            self.layer_box.value, self.head_box.value = self.selected
             self.table.rows = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
                                for r in self.summary]
         self._draw_head()
@@ -194,8 +196,8 @@ class AttentionExplorer(TrainerView, W.VBox):
         layer, head = self.selected
         matrix = a.head(layer, head)
         T = matrix.size(0)
-        z = matrix.numpy().copy()  # numpy: plotly sends it as one binary array, not JSON numbers
-        z[np.triu_indices(T, 1)] = np.nan  # the masked future: a gap, drawn grey
+        z = matrix.numpy().astype(object)  # numpy: validated fast; None is JSON's null (NaN is not)
+        z[np.triu_indices(T, 1)] = None  # the masked future: a gap, drawn grey
         labels = [_label(i, t) for i, t in enumerate(a.tokens)]
         trace = self.heatmap.data[0]
         with self.heatmap.batch_update():
@@ -207,7 +209,7 @@ class AttentionExplorer(TrainerView, W.VBox):
             else:
                 trace.text = None
                 trace.hovertemplate = "query %{y} → key %{x}<br>attention %{z:.3f}<extra></extra>"
-            every = max(1, math.ceil(T / 48))
+            every = max(1, math.ceil(T / 32))
             ticks = dict(tickmode="array", tickvals=list(range(0, T, every)),
                          ticktext=[a.tokens[i] for i in range(0, T, every)], tickangle=0)
             self.heatmap.layout.xaxis.update(ticks)
@@ -295,19 +297,27 @@ class AttentionExplorer(TrainerView, W.VBox):
         a = self.attention
         if a is None:
             raise ValueError("there is no attention to show yet: give the explorer a text")
-        grid = base64.b64encode(images.png(images.grid_image(self.grid.images(), self.grid.cell)))
+        layer, head = self.selected
+        grid = base64.b64encode(images.png(images.grid_image(self.grid.images(), self.grid.cell,
+                                                             selected=(layer, head))))
+        off = set(self.knocked_out())
         figure = plotly.io.to_html(go.Figure(self.heatmap), include_plotlyjs=True, full_html=False)
         columns = [c for c, _ in SUMMARY_COLUMNS]
         header = "".join(f"<th>{html.escape(label)}</th>" for _, label in SUMMARY_COLUMNS)
-        rows = "".join("<tr>" + "".join(f"<td>{_cell(r[c])}</td>" for c in columns) + "</tr>"
-                       for r in self.summary)
+        header += "<th>knocked out</th>"
+        rows = "".join(
+            ("<tr class=\"lmlab-selected\">" if (r["layer"], r["head"]) == (layer, head) else "<tr>")
+            + "".join(f"<td>{_cell(r[c])}</td>" for c in columns)
+            + f"<td>{'yes' if (r['layer'], r['head']) in off else ''}</td></tr>"
+            for r in self.summary)
         text = html.escape(self.text_box.value)
         page = (f'<!doctype html><html><head><meta charset="utf-8"><title>lmlab attention: {text}'
                 f"</title><style>{SNAPSHOT_CSS}</style></head><body>"
                 f"<h2>Attention on <q>{text}</q></h2>"
                 f'<div class="lmlab-snapshot"><figure><img alt="every head, layers down, heads across" '
-                f'src="data:image/png;base64,{grid.decode()}"><figcaption>{self.grid.title}'
-                f"</figcaption></figure>{figure}</div>"
+                f'src="data:image/png;base64,{grid.decode()}"><figcaption>every head, layers down '
+                f"(0 to {a.n_layer - 1}), heads across (0 to {a.n_head - 1}); outlined: layer "
+                f"{layer}, head {head}</figcaption></figure>{figure}</div>"
                 f"{self.predictions.value}<table class=\"lmlab-table\"><tr>{header}</tr>{rows}</table>"
                 "</body></html>")
         with atomic_write(path) as tmp:
@@ -328,6 +338,7 @@ body { font: 14px sans-serif; margin: 24px; }
 .lmlab-snapshot img { image-rendering: pixelated; }
 .lmlab-table { border-collapse: collapse; margin-top: 16px; }
 .lmlab-table td, .lmlab-table th { padding: 2px 8px; text-align: right; }
+.lmlab-table tr.lmlab-selected { background: #fde3dc; }
 """
 
 
@@ -350,6 +361,6 @@ def _bars(before, after, token: str, position: int) -> str:
         rows.append(f"<tr><td><code>{html.escape(text)}</code></td><td>{prob:.3f}</td>"
                     f"<td>{bar}{other}</td></tr>")
     legend = " (blue: the model; red: with the heads knocked out)" if after is not None else ""
-    return (f'<div class="lmlab-predictions"><b>next token after {position}:'
-            f"<code>{html.escape(token)}</code></b>{legend}"
+    return (f'<div class="lmlab-predictions"><b>next token after position {position} '
+            f"(<code>{html.escape(token)}</code>)</b>{legend}"
             f"<table>{''.join(rows)}</table></div>")

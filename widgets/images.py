@@ -10,6 +10,7 @@ import torch
 
 MASKED = (226, 226, 226)  # the future, which a causal head never sees
 GAP = 3
+SELECTED = (228, 87, 46)  # the outline of the selected head, as in heads.js
 
 
 def colour(values: torch.Tensor) -> torch.Tensor:
@@ -30,9 +31,11 @@ def head_image(values: torch.Tensor, pixels: int = 512) -> torch.Tensor:
     return rgb.repeat_interleave(scale, 0).repeat_interleave(scale, 1)
 
 
-def grid_image(images: torch.Tensor, cell: int = 48) -> torch.Tensor:
+def grid_image(images: torch.Tensor, cell: int = 48, selected: tuple[int, int] | None = None
+               ) -> torch.Tensor:
     """Every head, uint8 [L, H, S, S], as one RGB picture: layers down, heads across,
-    each head `cell` pixels a side (nearest neighbour), white gaps between."""
+    each head `cell` pixels a side (nearest neighbour), white gaps between; the
+    `selected` (layer, head) outlined in the view's orange."""
     L, H, S, _ = images.shape
     index = (torch.arange(cell) * S // cell).clamp(max=S - 1)
     heads = colour(images)[:, :, index][:, :, :, index]  # [L, H, cell, cell, 3]
@@ -41,6 +44,11 @@ def grid_image(images: torch.Tensor, cell: int = 48) -> torch.Tensor:
         for head in range(H):
             y, x = layer * (cell + GAP), head * (cell + GAP)
             out[y:y + cell, x:x + cell] = heads[layer, head]
+    if selected is not None:
+        y, x = selected[0] * (cell + GAP), selected[1] * (cell + GAP)
+        box = out[max(0, y - 1):y + cell + 1, max(0, x - 1):x + cell + 1]
+        orange = torch.tensor(SELECTED, dtype=torch.uint8)
+        box[:2], box[-2:], box[:, :2], box[:, -2:] = orange, orange, orange, orange
     return out
 
 
