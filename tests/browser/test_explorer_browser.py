@@ -23,7 +23,7 @@ def explorer_notebook() -> nbformat.NotebookNode:
         " n_head=12, n_embd=48))\n"
         "print('model built')\n"
         "data = lmlab.TokenDataset(lmlab.load_corpus('shakespeare'), tok, block_size=128)\n"
-        "lmlab.Trainer(model, data, max_steps=150, batch_size=8, learning_rate=3e-3, eval_interval=150,"
+        "lmlab.Trainer(model, data, max_steps=80, batch_size=8, learning_rate=3e-3, eval_interval=80,"
         " eval_batches=1, device='cpu').run(progress=False)  # some structure to look at\n"
         "print('ready')",
         "first = AttentionExplorer(model, tok, text)\nfirst",
@@ -34,6 +34,16 @@ def explorer_notebook() -> nbformat.NotebookNode:
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
                                  "language": "python"}
     return nb
+
+
+def wait_for_output(jlab, index: int, text: str, timeout: float = 300):
+    """Wait until cell `index` prints `text`; on a timeout, say what the cell showed."""
+    try:
+        wait_until(lambda: text in cell_output(jlab, index), timeout=timeout, what=text)
+    except AssertionError:
+        shot = jlab.screenshot(f"waiting-for-{text.replace(' ', '-')}")
+        raise AssertionError(f"cell {index} did not print {text!r} (screenshot {shot}); it shows:\n"
+                             + cell_output(jlab, index)[-3000:]) from None
 
 
 def grid_state(page, index: int) -> dict:
@@ -53,7 +63,7 @@ def test_explorer_grid_click_two_views_and_offline_snapshot(jlab_only, page):
     nbformat.write(explorer_notebook(), jlab.server.root / "explorer.ipynb")
     jlab.open("explorer.ipynb")
     run_cell(jlab, 0)
-    wait_until(lambda: "ready" in cell_output(jlab, 0), timeout=300, what="the model")
+    wait_for_output(jlab, 0, "ready")
     started = time.monotonic()
     run_cell(jlab, 1)
     jlab.wait_for(GRID)
@@ -152,7 +162,7 @@ def test_explorer_at_512_tokens(jlab_only, page):
     nbformat.write(nb, jlab.server.root / "explorer512.ipynb")
     jlab.open("explorer512.ipynb")
     run_cell(jlab, 0)
-    wait_until(lambda: "model built" in cell_output(jlab, 0), timeout=300, what="the model")
+    wait_for_output(jlab, 0, "model built")
     started = time.monotonic()
     run_cell(jlab, 1)
     jlab.wait_for(GRID)
