@@ -1,14 +1,26 @@
-"""The math of one next-token distribution (temperature, top-k, top-p, greedy) and
-`generate`, which samples many tokens on a key/value cache."""
+"""The math of one next-token distribution (temperature, top-k, top-p, greedy), and what
+is built on it: `generate`, which samples many tokens on a key/value cache; `Stepper`,
+the state machine behind the stepping widget; `beam_search`; and `score`, the model's
+probability of each token of a text.
+
+Models are lmlab's `GPT` or a Hugging Face causal LM (e.g. `transformers.GPT2LMHeadModel`).
+Every read of a model goes through `lmlab.reading` (its lock, eval mode, no autograd), and
+sampling draws from generators of its own, never from the global RNG.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import secrets
+from dataclasses import dataclass, field
+from functools import lru_cache
 
 import torch
 
-from .errors import ConfigError
+from .errors import ConfigError, TokenizerError
+from .model import GPT
 from .reading import reading
+from .tokenizers import visible
 
 
 def _check(temperature: float, top_k: int | None, top_p: float | None):
@@ -20,32 +32,63 @@ def _check(temperature: float, top_k: int | None, top_p: float | None):
         raise ConfigError(f"top_p={top_p} must be in (0, 1], or None for no limit")
 
 
+def _filters(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None):
+    """The filters one after the other on logits [..., V]: (probabilities at the temperature,
+    probabilities after top-k and top-p, tokens top-k removed, tokens top-p removed). The two
+    masks are bool [..., V], or None when that filter is off; greedy returns no masks."""
+    _check(temperature, top_k, top_p)
+    logits = logits.float()
+    if temperature == 0:
+        out = torch.zeros_like(logits).scatter_(-1, logits.argmax(-1, keepdim=True), 1.0)
+        return out, out, None, None
+    logits = logits / temperature
+    tempered = probs = logits.softmax(-1)
+    by_k = by_p = None
+    if top_k is not None and top_k < logits.size(-1):
+        # exactly k tokens: a stable sort breaks ties by the lower token id
+        kept = torch.sort(logits, dim=-1, descending=True, stable=True).indices[..., :top_k]
+        by_k = torch.ones_like(logits, dtype=torch.bool).scatter_(-1, kept, False)
+        probs = logits.masked_fill(by_k, float("-inf")).softmax(-1)
+    if top_p is not None and top_p < 1:
+        sorted_probs, order = torch.sort(probs, dim=-1, descending=True, stable=True)
+        before = sorted_probs.cumsum(-1) - sorted_probs  # mass of the tokens ahead in the order
+        by_p = torch.empty_like(order, dtype=torch.bool).scatter_(-1, order, before >= top_p)
+        probs = probs.masked_fill(by_p, 0.0)
+        probs = probs / probs.sum(-1, keepdim=True)
+    return tempered, probs, by_k, by_p
+
+
 def filter_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None) -> torch.Tensor:
     """Next-token probabilities [..., V] after temperature, top-k and top-p.
 
-    temperature 0 is greedy: all mass on the most likely token. Removed tokens get 0.
-    """
-    _check(temperature, top_k, top_p)
-    logits = logits.float()
-    if temperature == 0:
-        out = torch.zeros_like(logits)
-        return out.scatter_(-1, logits.argmax(-1, keepdim=True), 1.0)
-    logits = logits / temperature
-    if top_k is not None and top_k < logits.size(-1):
-        # exactly k tokens: a stable sort breaks ties by the lower token id
-        kept = torch.sort(logits, dim=-1, descending=True, stable=True).indices[..., :top_k]
-        drop = torch.ones_like(logits, dtype=torch.bool).scatter_(-1, kept, False)
-        logits = logits.masked_fill(drop, float("-inf"))
-    probs = logits.softmax(-1)
-    if top_p is not None and top_p < 1:
-        sorted_probs, order = probs.sort(-1, descending=True)
-        before = sorted_probs.cumsum(-1) - sorted_probs  # mass of strictly more likely tokens
-        sorted_drop = before >= top_p
-        drop = torch.empty_like(sorted_drop).scatter_(-1, order, sorted_drop)
-        probs = probs.masked_fill(drop, 0.0)
-        probs = probs / probs.sum(-1, keepdim=True)
-    return probs
+    temperature 0 is greedy: all mass on the most likely token. top-k keeps exactly k tokens
+    (ties broken by the lower id); top-p then keeps the fewest most likely tokens whose mass
+    reaches top_p (in the order of probability, ties by the lower id) and renormalises.
+    Removed tokens get 0."""
+    return _filters(logits, temperature, top_k, top_p)[1]
+
+
+def _entropy(probs: torch.Tensor) -> float:
+    """Entropy in nats of probabilities [V] (0 log 0 counts as 0)."""
+    return float(torch.special.entr(probs.double()).sum())
+
+
+def _rank(logits: torch.Tensor, token: int) -> int:
+    """1 for the most likely token; ties go to the lower id."""
+    ahead = logits > logits[token]
+    ahead[:token] |= logits[:token] == logits[token]
+    return int(ahead.sum()) + 1
+
+
+def _display(tokenizer):
+    """id -> display string: the tokenizer's own, else its decoding with whitespace made
+    visible (e.g. a transformers tokenizer), else the id itself."""
+    if tokenizer is None:
+        return str
+    if hasattr(tokenizer, "token_text"):
+        return tokenizer.token_text
+    return lambda i: visible(tokenizer.decode([i]))
 
 
 @dataclass
@@ -57,6 +100,71 @@ class Distribution:
     probs_raw: list[float]  # softmax of the logits at temperature 1
     probs: list[float]  # after temperature, top-k and top-p
     removed: list[int]  # ids whose probability the filters set to zero
+
+
+@dataclass
+class StepDistribution(Distribution):
+    """A `Distribution` that also says what each filter did. Every list follows `ids`:
+    the tokens the filters kept first, then those they removed, each part most likely first
+    (by logit; ties by the lower id). `removed` lists the ids a filter removed, in that order;
+    a kept token can still have probability 0 when a very low temperature underflows it."""
+
+    probs_temp: list[float]  # softmax at the temperature, before top-k/top-p (greedy: one-hot)
+    removed_by: dict[int, str]  # removed id -> "greedy", "top_k" or "top_p" (which filter)
+    temperature: float
+    top_k: int | None
+    top_p: float | None
+
+    @property
+    def kept(self) -> list[int]:
+        return self.ids[: len(self.ids) - len(self.removed)]
+
+    @property
+    def entropy(self) -> float:
+        """Of the distribution sampled from (after the filters), in nats."""
+        return _entropy(torch.tensor(self.probs))
+
+    @property
+    def entropy_raw(self) -> float:
+        """Of the model's own distribution (temperature 1, no filter), in nats."""
+        return _entropy(torch.tensor(self.probs_raw))
+
+
+def _distribution(logits: torch.Tensor, display, temperature, top_k, top_p) -> StepDistribution:
+    tempered, probs, by_k, by_p = _filters(logits, temperature, top_k, top_p)
+    logits = logits.detach().float().cpu()
+    raw = logits.softmax(-1)
+    why = torch.zeros(logits.shape, dtype=torch.uint8)  # 0 kept, 1 greedy, 2 top-k, 3 top-p
+    if temperature == 0:
+        why[probs.cpu() == 0] = 1
+    else:
+        if by_p is not None:
+            why[by_p.cpu()] = 3
+        if by_k is not None:
+            why[by_k.cpu()] = 2  # top-k runs first: it removed these
+    by_logit = torch.sort(logits, descending=True, stable=True).indices
+    order = by_logit[torch.sort((why[by_logit] > 0).to(torch.uint8), stable=True).indices].tolist()
+    n_kept = int((why == 0).sum())
+    labels = {1: "greedy", 2: "top_k", 3: "top_p"}
+    why_list = why.tolist()
+    return StepDistribution(
+        ids=order, tokens=[display(i) for i in order], probs_raw=raw[order].tolist(),
+        probs=probs.cpu()[order].tolist(), removed=order[n_kept:],
+        probs_temp=tempered.cpu()[order].tolist(),
+        removed_by={i: labels[why_list[i]] for i in order[n_kept:]},
+        temperature=temperature, top_k=top_k, top_p=top_p)
+
+
+def distribution(logits: torch.Tensor, tokenizer=None, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None) -> StepDistribution:
+    """The next-token distribution of logits [V] before and after each filter: temperature,
+    then top-k, then top-p (as `filter_probs`). temperature 0 is greedy: every token but the
+    argmax is removed by "greedy". A top_k of at least the vocabulary, or a top_p of 1, removes
+    nothing. Display strings come from `tokenizer` (the ids as text without one)."""
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 1:
+        raise ConfigError("logits must be a 1-D tensor [vocab_size]: the scores of one position "
+                          "(e.g. model(idx).logits[0, -1])")
+    return _distribution(logits, _display(tokenizer), temperature, top_k, top_p)
 
 
 def next_token_distribution(model, tokenizer, ids: list[int], temperature: float = 1.0,
@@ -73,37 +181,466 @@ def next_token_distribution(model, tokenizer, ids: list[int], temperature: float
                         raw[order].tolist(), probs[order].tolist(), removed)
 
 
-@torch.no_grad()
+# ---- reading a sequence position by position ----------------------------------------------
+
+
+def _context_size(model) -> int | None:
+    """The longest sequence `model` reads, in tokens (None when its config does not say)."""
+    if isinstance(model, GPT):
+        return model.config.block_size
+    config = getattr(model, "config", None)
+    if not isinstance(model, torch.nn.Module) or not hasattr(config, "vocab_size"):
+        raise ConfigError(f"cannot read a {type(model).__name__}: give lmlab's GPT or a Hugging "
+                          "Face causal LM (e.g. transformers.GPT2LMHeadModel)")
+    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _logits(model, idx: torch.Tensor) -> torch.Tensor:
+    """idx [B, T] -> logits [B, T, V], without a cache, for GPT or a Hugging Face model."""
+    if isinstance(model, GPT):
+        return model(idx).logits
+    return model(input_ids=idx, use_cache=False).logits
+
+
+class _Window:
+    """What a model has read of one sequence, to read it one position at a time.
+
+    The main cache holds the keys and values of ids[:length]. While the sequence fits the
+    context, each new position is one step on that cache. Past the context, each position
+    re-reads the last `context` tokens on a scratch cache, as a model without a cache would,
+    and the main cache keeps the first `context` tokens: going back below the context only
+    shortens `length`. Callers hold `reading(model)`."""
+
+    def __init__(self, model):
+        self.model = model
+        self.context = _context_size(model)  # None: no limit
+        self.length = 0
+        self._cache = self._scratch = None
+
+    def read(self, ids: list[int]) -> torch.Tensor:
+        """Logits [V] of the position after `ids`, whose first `length` tokens are cached."""
+        if self.context is not None and len(ids) > self.context:
+            return self._forward(ids[-self.context:], scratch=True)
+        logits = self._forward(ids[self.length:], scratch=False)
+        self.length = len(ids)
+        return logits
+
+    def truncate(self, n: int) -> None:
+        """Forget the cached positions from n on."""
+        self.length = min(self.length, n)
+
+    def _forward(self, chunk: list[int], scratch: bool) -> torch.Tensor:
+        model = self.model
+        idx = torch.tensor([chunk], device=_device(model))
+        if isinstance(model, GPT):
+            name = "_scratch" if scratch else "_cache"
+            cache = getattr(self, name) or model.new_cache()
+            setattr(self, name, cache)
+            cache.length = 0 if scratch else self.length
+            return model(idx, cache=cache).logits[0, -1]
+        if scratch:
+            return model(input_ids=idx, use_cache=False).logits[0, -1]
+        cache = self._cache if self.length else None
+        if cache is not None and cache.get_seq_length() > self.length:
+            cache.crop(self.length - cache.get_seq_length())  # negative: how many to drop
+        out = model(input_ids=idx, past_key_values=cache, use_cache=True)
+        self._cache = out.past_key_values
+        return out.logits[0, -1]
+
+
+def _draw(probs: torch.Tensor, generator: torch.Generator) -> int:
+    return int(torch.multinomial(probs.cpu(), 1, generator=generator))
+
+
 def generate(model, ids, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-             top_p: float | None = None, generator: torch.Generator | None = None) -> list[int]:
+             top_p: float | None = None, generator: torch.Generator | None = None, *,
+             seed: int | None = None) -> list[int]:
     """Sample `max_new_tokens` tokens after `ids` (a non-empty list of ints); return only the
     new ones. One position per step on a key/value cache; once the context is longer than
-    block_size, each step sees the last block_size tokens, as a model without a cache would."""
+    the model's context (block_size), each step sees the last block_size tokens, as a model
+    without a cache would.
+
+    Draws from `generator`, else from one seeded with `seed`, else from fresh entropy;
+    never from the global RNG. Same generator state, settings and model -> same tokens, the
+    same as `Stepper(..., seed=seed).step()` repeated. The whole generation is one read
+    (`reading(model)`): a training step waits for it."""
     _check(temperature, top_k, top_p)
-    if not len(ids):
+    if generator is not None and seed is not None:
+        raise ConfigError("give generate a generator or a seed, not both")
+    tokens = [int(i) for i in ids]
+    if not tokens:
         raise ConfigError("generation needs a prompt of at least one token")
-    was_training = model.training
-    model.eval()
-    block = model.config.block_size
-    context = list(ids)[-block:]
-    cache = model.new_cache()
-    logits = model(torch.tensor([context], device=model.device), cache=cache).logits[0, -1]
+    window = _Window(model)
+    if window.context is not None:
+        tokens = tokens[-window.context:]
     out = []
-    try:
+    with reading(model, seed) as own:
+        generator = generator if generator is not None else own
+        logits = window.read(tokens)
         for _ in range(max_new_tokens):
-            probs = filter_probs(logits, temperature, top_k, top_p)
-            nxt = int(torch.multinomial(probs.cpu(), 1, generator=generator))
+            nxt = _draw(filter_probs(logits, temperature, top_k, top_p), generator)
             out.append(nxt)
             if len(out) == max_new_tokens:
                 break
-            context.append(nxt)
-            if cache.length < block:
-                step = torch.tensor([[nxt]], device=model.device)
-            else:  # the window slides: recompute the last block_size tokens
-                context = context[-block:]
-                cache = model.new_cache()
-                step = torch.tensor([context], device=model.device)
-            logits = model(step, cache=cache).logits[0, -1]
-    finally:
-        model.train(was_training)
+            tokens.append(nxt)
+            logits = window.read(tokens)
     return out
+
+
+# ---- the stepper --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """One token the stepper took, and how likely it was."""
+
+    position: int  # its index in Stepper.ids
+    id: int
+    text: str  # display string
+    rank: int  # 1 = the model's most likely token (temperature 1, no filter); ties by lower id
+    prob: float  # after temperature/top-k/top-p: its chance of being drawn (0 if filtered out)
+    prob_raw: float  # the model's probability (temperature 1, no filter)
+    log_prob: float  # natural log of prob_raw
+    entropy: float  # nats, of the distribution sampled from (after the filters)
+    entropy_raw: float  # nats, of the model's distribution
+    sampled: bool  # False when the token was given to step(token=...)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """What back() needs to undo a step: the step, and the logits and generator state before it."""
+
+    step: Step
+    logits: torch.Tensor
+    state: torch.Tensor
+
+
+@dataclass
+class Branch:
+    """A continuation the stepper left: the whole token list `ids` of that path, which
+    leaves the path the stepper was on at index `position`; `text` decodes ids[position:]."""
+
+    position: int
+    ids: list[int]
+    text: str
+    _entries: list = field(repr=False, compare=False)  # one _Entry per generated token of `ids`
+    _state: torch.Tensor = field(repr=False, compare=False)  # the generator state at its end
+    _logits: torch.Tensor = field(repr=False, compare=False)  # the logits after its last token
+
+
+_KEEP = ...  # set(): a setting not given stays
+
+
+class Stepper:
+    """Generation one token at a time, with undo: the state behind the stepping widget.
+
+    Holds the tokens so far (`ids`: the prompt's, then the generated ones), the model's key/
+    value cache, the logits of the next position, the settings (temperature, top_k, top_p), a
+    generator of its own seeded by `seed`, and one history entry per step (the logits and
+    generator state before it, so a step costs V floats of memory), so `back()` restores the
+    exact previous state without running the model, and `set()` re-filters the kept logits
+    without running it either.
+
+    With the same model, prompt, seed and settings, `step()` repeated draws the same tokens as
+    `generate(model, ids, n, ..., seed=seed)`. Past the model's context each step reads the
+    last block_size tokens, as `generate` does. Every forward goes through `reading(model)`,
+    so a stepper on a training model reads between training steps (though the cache then
+    mixes positions read before and after a step) and never draws from the global RNG.
+
+    Branches: when a step takes another token than the one `back()` stepped over, the path
+    left behind is kept in `branches` (as a `Branch`); `restore_branch(i)` goes back to it and
+    keeps the path it leaves as a branch in turn. `reset()` forgets steps and branches.
+    """
+
+    def __init__(self, model, tokenizer, prompt, seed: int | None = 0, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None):
+        _check(temperature, top_k, top_p)
+        self.model = model
+        self.tokenizer = tokenizer
+        self.seed = secrets.randbits(63) if seed is None else seed
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self._window = _Window(model)  # refuses what is not a language model
+        self._display = lru_cache(maxsize=None)(_display(tokenizer))
+        self._vocab = model.config.vocab_size
+        self.reset("" if prompt is None else prompt)
+
+    # -- state ----------------------------------------------------------------------------
+
+    def reset(self, prompt=None) -> None:
+        """Start again from `prompt` (a text, or a list of token ids), or from the current
+        prompt: no steps, no branches, the generator seeded by `seed` again. A prompt longer
+        than the context keeps its last block_size tokens, and `notice` says so."""
+        if prompt is None:
+            ids, notice = self.ids[: self.prompt_length], self.notice
+        else:
+            ids, notice = self._encode(prompt), None
+            context = self._window.context
+            if context is not None and len(ids) > context:
+                notice = (f"the prompt is {len(ids)} tokens long but the model reads at most "
+                          f"{context}; only its last {context} tokens are kept")
+                ids = ids[-context:]
+        self._window.truncate(0)
+        with reading(self.model):
+            logits = self._window.read(ids)
+        self.ids, self.prompt_length, self.notice, self.logits = ids, len(ids), notice, logits
+        self._generator = torch.Generator().manual_seed(self.seed)
+        self._history: list[_Entry] = []
+        self._undone: list[_Entry] = []  # steps back() undid, the last undone on top
+        self._tip: tuple | None = None  # (generator state, logits) where back() started
+        self.branches: list[Branch] = []
+        self._dist = None
+
+    def _encode(self, prompt) -> list[int]:
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise ConfigError("a text prompt needs a tokenizer to encode it: pass one, "
+                                  "or give the prompt as a list of token ids")
+            ids = self.tokenizer.encode(prompt)  # its own error names unknown characters
+        else:
+            ids = [int(i) for i in prompt]
+        if not ids:
+            raise ConfigError("the prompt is empty (0 tokens); give at least one token, "
+                              "e.g. a newline '\\n'")
+        for i in ids:
+            self._check_id(i)
+        return ids
+
+    def _check_id(self, token) -> int:
+        token = int(token)
+        if not 0 <= token < self._vocab:
+            raise TokenizerError(f"token id {token} is outside the model's vocabulary "
+                                 f"(0..{self._vocab - 1}); was it encoded with the model's tokenizer?")
+        return token
+
+    @property
+    def new_ids(self) -> list[int]:
+        """The generated tokens."""
+        return self.ids[self.prompt_length:]
+
+    @property
+    def text(self) -> str:
+        """The prompt and the generated tokens, decoded."""
+        if self.tokenizer is None:
+            raise ConfigError("this stepper has no tokenizer to decode its tokens; read .ids")
+        return self.tokenizer.decode(self.ids)
+
+    @property
+    def steps(self) -> list[Step]:
+        """One record per generated token, in order."""
+        return [entry.step for entry in self._history]
+
+    @property
+    def log_prob(self) -> float:
+        """Total log-probability (nats) of the generated tokens under the model itself
+        (temperature 1, no filter), whatever settings drew them; 0 before any step."""
+        return math.fsum(entry.step.log_prob for entry in self._history)
+
+    @property
+    def perplexity(self) -> float:
+        """The model's perplexity of the generated tokens, exp(-log_prob / n); nan before
+        any step. Past the context, each token is conditioned on the last block_size tokens."""
+        n = len(self._history)
+        return math.exp(-self.log_prob / n) if n else math.nan
+
+    @property
+    def distribution(self) -> StepDistribution:
+        """The distribution of the next token under the current settings."""
+        if self._dist is None:
+            self._dist = _distribution(self.logits, self._display, self.temperature, self.top_k,
+                                       self.top_p)
+        return self._dist
+
+    # -- moves ----------------------------------------------------------------------------
+
+    def set(self, temperature=_KEEP, top_k=_KEEP, top_p=_KEEP) -> StepDistribution:
+        """Change settings (those not given stay; None turns top_k/top_p off) and return the
+        re-filtered distribution. The model is not run: the next position's logits are kept."""
+        temperature = self.temperature if temperature is _KEEP else temperature
+        top_k = self.top_k if top_k is _KEEP else top_k
+        top_p = self.top_p if top_p is _KEEP else top_p
+        _check(temperature, top_k, top_p)
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self._dist = None
+        return self.distribution
+
+    def step(self, token: int | None = None) -> Step:
+        """Take one token: drawn from the current distribution with the stepper's generator,
+        or `token` itself when given (the generator is then left as it is)."""
+        logits, state = self.logits, self._generator.get_state()
+        _, probs, _, _ = _filters(logits, self.temperature, self.top_k, self.top_p)
+        if token is None:
+            token, sampled = _draw(probs, self._generator), True
+        else:
+            token, sampled = self._check_id(token), False
+        self.ids.append(token)
+        try:
+            with reading(self.model):
+                next_logits = self._window.read(self.ids)
+        except BaseException:
+            self.ids.pop()
+            self._window.truncate(len(self.ids))
+            self._generator.set_state(state)
+            raise
+        raw = logits.detach().float()
+        log_raw = raw.log_softmax(-1)
+        step = Step(position=len(self.ids) - 1, id=token, text=self._display(token),
+                    rank=_rank(raw, token), prob=float(probs[token]),
+                    prob_raw=math.exp(float(log_raw[token])), log_prob=float(log_raw[token]),
+                    entropy=_entropy(probs), entropy_raw=float(-(log_raw.exp() * log_raw).sum()),
+                    sampled=sampled)
+        if self._undone:
+            if self._undone[-1].step.id == token:  # the path back() stepped over, again
+                self._undone.pop()
+            else:
+                self.branches.append(self._leave(step.position))
+        self._history.append(_Entry(step, logits, state))
+        self.logits, self._dist = next_logits, None
+        return step
+
+    def run(self, n: int) -> list[Step]:
+        """`step()` n times."""
+        return [self.step() for _ in range(n)]
+
+    def back(self) -> Step | None:
+        """Undo the last step, restoring the tokens, logits and generator state before it
+        (no model call); returns the undone step, or None at the prompt."""
+        if not self._history:
+            return None
+        entry = self._history.pop()
+        if not self._undone:
+            self._tip = (self._generator.get_state(), self.logits)
+        self._undone.append(entry)
+        self.ids.pop()
+        self._window.truncate(len(self.ids))
+        self.logits, self._dist = entry.logits, None
+        self._generator.set_state(entry.state)
+        return entry.step
+
+    def _leave(self, position: int) -> Branch:
+        """The path back() stepped over, from `position`, as a branch; forgets it here."""
+        entries = self._history + self._undone[::-1]
+        ids = self.ids[: self.prompt_length] + [e.step.id for e in entries]
+        text = self.tokenizer.decode(ids[position:]) if self.tokenizer is not None else ""
+        state, logits = self._tip
+        self._undone, self._tip = [], None
+        return Branch(position, ids, text, entries, state, logits)
+
+    def restore_branch(self, i: int) -> None:
+        """Go to branches[i]: step back to where the current path and it part, keep the
+        current path from there as a branch (appended to `branches`), and take the branch's
+        tokens with the distributions and generator state they had."""
+        if not -len(self.branches) <= i < len(self.branches):
+            raise ConfigError(f"there is no branch {i}; this stepper has {len(self.branches)}")
+        branch = self.branches.pop(i)
+        common = self.prompt_length
+        while common < min(len(self.ids), len(branch.ids)) and self.ids[common] == branch.ids[common]:
+            common += 1
+        while len(self.ids) > common:
+            self.back()
+        if self._undone:
+            self.branches.append(self._leave(common))
+        context = self._window.context
+        with reading(self.model):  # rebuild the cache within the context, as the steps did
+            for entry in branch._entries[common - self.prompt_length:]:
+                self.ids.append(entry.step.id)
+                self._history.append(entry)
+                if context is None or len(self.ids) <= context:
+                    self._window.read(self.ids)
+        self.logits, self._dist = branch._logits, None
+        self._generator.set_state(branch._state)
+
+
+# ---- beam search and scoring --------------------------------------------------------------
+
+
+def _ids(model, ids_or_text, tokenizer) -> list[int]:
+    if isinstance(ids_or_text, str):
+        if tokenizer is None:
+            raise ConfigError("text needs a tokenizer to encode it: pass tokenizer=..., "
+                              "or give a list of token ids")
+        ids = tokenizer.encode(ids_or_text)  # its own error names unknown characters
+    else:
+        ids = [int(i) for i in ids_or_text]
+    vocab = model.config.vocab_size
+    bad = [i for i in ids if not 0 <= i < vocab]
+    if bad:
+        raise TokenizerError(f"token ids {bad[:5]} are outside the model's vocabulary "
+                             f"(0..{vocab - 1}); was the text encoded with the model's tokenizer?")
+    return ids
+
+
+def beam_search(model, ids_or_text, beams: int = 4, length: int = 20,
+                tokenizer=None) -> list[tuple[list[int], float]]:
+    """The `beams` most likely continuations of `length` tokens that beam search finds after
+    a prompt (a text, encoded with `tokenizer`, or token ids), best first, each as (its new
+    token ids, its total log-probability in nats under the model: temperature 1, no filter).
+    Ties go to the earlier beam, then the lower id, so beams=1 is greedy decoding.
+
+    Each step re-reads every beam's last block_size tokens (no cache): simple, and fast
+    enough for short searches. The whole search is one read (`reading(model)`)."""
+    for name, value in (("beams", beams), ("length", length)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name}={value!r} must be a positive integer")
+    prompt = _ids(model, ids_or_text, tokenizer)
+    if not prompt:
+        raise ConfigError("beam search needs a prompt of at least one token")
+    context = _context_size(model)
+    seqs = torch.tensor([prompt])  # [B, T]
+    scores = torch.zeros(1, dtype=torch.float64)  # [B]
+    with reading(model):
+        for _ in range(length):
+            window = seqs if context is None else seqs[:, -context:]
+            logits = _logits(model, window.to(_device(model)))[:, -1].float()
+            total = scores[:, None] + logits.log_softmax(-1).double().cpu()  # [B, V]
+            best = torch.sort(total.flatten(), descending=True, stable=True).indices[:beams]
+            beam, token = best // total.size(1), best % total.size(1)
+            seqs = torch.cat([seqs[beam], token[:, None]], dim=1)
+            scores = total.flatten()[best]
+    return [(s[len(prompt):].tolist(), float(v)) for s, v in zip(seqs, scores)]
+
+
+@dataclass
+class Score:
+    """How well the model predicts a text: for each token after the first, the model's
+    probability of it having read the tokens before it, and running totals (nats)."""
+
+    ids: list[int]  # the text's tokens
+    tokens: list[str]  # their display strings
+    probs: list[float]  # probs[i]: the model's probability of ids[i + 1] after ids[: i + 1]
+    ranks: list[int]  # its rank among the predictions: 1 = most likely (ties by lower id)
+    running_cross_entropy: list[float]  # mean of -log probs[: i + 1], nats
+    running_perplexity: list[float]  # exp of running_cross_entropy
+    log_prob: float  # sum of log probs, nats
+    cross_entropy: float  # mean of -log probs, nats
+    perplexity: float  # exp(cross_entropy)
+
+
+def score(model, tokenizer, text) -> Score:
+    """The model's probability of each token of `text` (or a list of token ids) after the
+    first, with running cross-entropy and perplexity. One forward through `reading(model)`:
+    a text longer than the context plus one token is refused, not slid over."""
+    ids = _ids(model, text, tokenizer)
+    if len(ids) < 2:
+        raise ConfigError(f"the text is {len(ids)} token(s) long; scoring needs at least 2 "
+                          "(the first is only read, the others are predicted)")
+    context = _context_size(model)
+    if context is not None and len(ids) > context + 1:
+        raise ConfigError(f"the text is {len(ids)} tokens long, but this model reads at most "
+                          f"{context} at once, so it can score at most {context + 1}; shorten it")
+    with reading(model):
+        logits = _logits(model, torch.tensor([ids[:-1]], device=_device(model)))[0].float().cpu()
+    target = torch.tensor(ids[1:])
+    log_probs = logits.log_softmax(-1).gather(1, target[:, None])[:, 0].double()  # [T]
+    picked = logits.gather(1, target[:, None])
+    lower_id = torch.arange(logits.size(1)) < target[:, None]
+    ranks = ((logits > picked) | (logits == picked) & lower_id).sum(1) + 1  # ties: lower id first
+    running = -log_probs.cumsum(0) / torch.arange(1, len(log_probs) + 1)
+    display = _display(tokenizer)
+    total = float(log_probs.sum())
+    return Score(ids, [display(i) for i in ids], log_probs.exp().tolist(), ranks.tolist(),
+                 running.tolist(), running.exp().tolist(), total, -total / len(log_probs),
+                 math.exp(-total / len(log_probs)))

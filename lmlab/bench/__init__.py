@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m lmlab.bench {forward,train,quality,attention,dashboard}`.
+"""Benchmarks: `python -m lmlab.bench {forward,train,quality,attention,sampling,dashboard}`.
 
 One harness for every speed figure: the runners being compared take turns, round after
 round in one process (or one kernel), so the machine's drift hits them alike; the
@@ -9,6 +9,7 @@ printed, never asserted.
     train      lmlab's Trainer vs a bare training loop vs the same loop on transformers
     quality    final losses, lmlab's Trainer vs nanoGPT's procedure, over seeds
     attention  attention capture vs a plain forward, and vs transformers' capture
+    sampling   generation with the key/value cache vs without, and vs transformers
     dashboard  training in a real Jupyter kernel: run() vs the dashboard's Start
 """
 

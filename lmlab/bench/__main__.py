@@ -1,4 +1,4 @@
-"""`python -m lmlab.bench {forward,train,quality,attention,dashboard}` (see lmlab.bench)."""
+"""`python -m lmlab.bench {forward,train,quality,attention,sampling,dashboard}` (see lmlab.bench)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from . import __doc__ as DOC
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m lmlab.bench", description=DOC,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", choices=["forward", "train", "quality", "attention", "dashboard"])
+    parser.add_argument("which", choices=["forward", "train", "quality", "attention", "sampling", "dashboard"])
     parser.add_argument("--rounds", type=int, default=None, help="alternating rounds (speed)")
     parser.add_argument("--seeds", type=int, default=1, help="quality: how many seeds")
     args = parser.parse_args(argv)
@@ -29,6 +29,10 @@ def main(argv=None):
         from .attention import bench_attention
 
         bench_attention(**rounds)
+    elif args.which == "sampling":
+        from .sampling import bench_sampling
+
+        bench_sampling(**rounds)
     elif args.which == "quality":
         from .quality import bench_quality
 
