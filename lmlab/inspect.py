@@ -16,11 +16,11 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from .errors import ConfigError, TokenizerError
+from .adapt import context_length, display, token_ids
+from .errors import ConfigError
 from .model import GPT
 from .reading import model_lock, reading
 from .sampling import Distribution, next_token_distribution
-from .tokenizers import visible
 
 
 @dataclass(eq=False)
@@ -45,50 +45,6 @@ class Attention:
 
 
 # ---- capture ------------------------------------------------------------------------------
-
-
-def _context(model) -> int | None:
-    """The longest sequence `model` takes, in tokens (None when its config does not say)."""
-    if isinstance(model, GPT):
-        return model.config.block_size
-    config = getattr(model, "config", None)
-    if not hasattr(config, "vocab_size"):
-        raise ConfigError(f"cannot read a {type(model).__name__}: give lmlab's GPT or a Hugging "
-                          "Face causal LM (e.g. transformers.GPT2LMHeadModel)")
-    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
-
-
-def _display(tokenizer, i: int) -> str:
-    if tokenizer is None:
-        return str(i)
-    if hasattr(tokenizer, "token_text"):
-        return tokenizer.token_text(i)
-    return visible(tokenizer.decode([i]))  # e.g. a transformers tokenizer
-
-
-def _ids(model, tokens_or_ids, tokenizer, limit: int | None) -> list[int]:
-    """Token ids of a text (encoded with `tokenizer`) or a list of ids, checked against the
-    model's vocabulary and at most `limit` long (never cropped)."""
-    if isinstance(tokens_or_ids, str):
-        if tokenizer is None:
-            raise ConfigError("text needs a tokenizer to encode it: pass tokenizer=..., "
-                              "or give a list of token ids")
-        ids = tokenizer.encode(tokens_or_ids)  # its own error names unknown characters
-        what = f"the text is {len(ids)} tokens long"
-    else:
-        ids = [int(i) for i in tokens_or_ids]
-        what = f"{len(ids)} tokens were given"
-    if not ids:
-        raise ConfigError("the text is empty (0 tokens); give at least one token to read")
-    if limit is not None and len(ids) > limit:
-        raise ConfigError(f"{what}, but this model reads at most {limit} tokens at once "
-                          f"(its context); shorten the text to {limit} tokens or fewer")
-    vocab = model.config.vocab_size
-    bad = [i for i in ids if not 0 <= i < vocab]
-    if bad:
-        raise TokenizerError(f"token ids {bad[:5]} are outside the model's vocabulary "
-                             f"(0..{vocab - 1}); was the text encoded with the model's tokenizer?")
-    return ids
 
 
 def _set_attn_implementation(model, name: str):
@@ -120,14 +76,14 @@ def capture_attention(model, tokens_or_ids, tokenizer=None) -> Attention:
 
     Read through `reading(model)`: between training steps, in eval mode, drawing nothing
     from the global RNG. A text longer than the model's context is refused, not cropped."""
-    ids = _ids(model, tokens_or_ids, tokenizer, _context(model))
+    ids = token_ids(model, tokens_or_ids, tokenizer, context_length(model))
     with reading(model):
         idx = torch.tensor([ids], device=next(model.parameters()).device)
         if isinstance(model, GPT):
             weights = model.attention(idx)[0]
         else:
             weights = _hf_attention(model, idx)
-    return Attention(weights, [_display(tokenizer, i) for i in ids], ids)
+    return Attention(weights, list(map(display(tokenizer), ids)), ids)
 
 
 # ---- per-head scores ----------------------------------------------------------------------
@@ -145,7 +101,7 @@ def induction_scores(model, length: int | None = None, seed: int = 0) -> torch.T
     """Induction scores [L, H] (see `induction_score`) on `length` random tokens repeated
     once. `length` defaults to, and is clamped to, half the model's context; tokens are
     distinct where the vocabulary allows, drawn from a generator seeded with `seed`."""
-    context = _context(model)
+    context = context_length(model)
     half = context // 2 if context else length or 64
     length = half if length is None else min(length, half)
     if length < 2:
@@ -259,7 +215,7 @@ def ablation_effect(model: GPT, tokens_or_ids, heads, mode: str = "zero",
                     tokenizer=None) -> dict[str, float]:
     """The text's mean next-token loss (cross-entropy, nats) as is, "loss", and with `heads`
     ablated (see `ablate`), "ablated_loss". The text needs 2 to block_size + 1 tokens."""
-    ids = _ids(model, tokens_or_ids, tokenizer, model.config.block_size + 1)
+    ids = token_ids(model, tokens_or_ids, tokenizer, model.config.block_size + 1)
     if len(ids) < 2:
         raise ConfigError("a loss needs at least 2 tokens: one to read and one to predict")
     idx = torch.tensor([ids], device=model.device)

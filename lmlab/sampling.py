@@ -17,10 +17,10 @@ from functools import lru_cache
 
 import torch
 
+from .adapt import context_length, device_of, display, token_ids
 from .errors import ConfigError, TokenizerError
 from .model import GPT
 from .reading import reading
-from .tokenizers import visible
 
 
 def _check(temperature: float, top_k: int | None, top_p: float | None):
@@ -79,16 +79,6 @@ def _rank(logits: torch.Tensor, token: int) -> int:
     ahead = logits > logits[token]
     ahead[:token] |= logits[:token] == logits[token]
     return int(ahead.sum()) + 1
-
-
-def _display(tokenizer):
-    """id -> display string: the tokenizer's own, else its decoding with whitespace made
-    visible (e.g. a transformers tokenizer), else the id itself."""
-    if tokenizer is None:
-        return str
-    if hasattr(tokenizer, "token_text"):
-        return tokenizer.token_text
-    return lambda i: visible(tokenizer.decode([i]))
 
 
 @dataclass
@@ -164,7 +154,7 @@ def distribution(logits: torch.Tensor, tokenizer=None, temperature: float = 1.0,
     if not isinstance(logits, torch.Tensor) or logits.dim() != 1:
         raise ConfigError("logits must be a 1-D tensor [vocab_size]: the scores of one position "
                           "(e.g. model(idx).logits[0, -1])")
-    return _distribution(logits, _display(tokenizer), temperature, top_k, top_p)
+    return _distribution(logits, display(tokenizer), temperature, top_k, top_p)
 
 
 def next_token_distribution(model, tokenizer, ids: list[int], temperature: float = 1.0,
@@ -182,21 +172,6 @@ def next_token_distribution(model, tokenizer, ids: list[int], temperature: float
 
 
 # ---- reading a sequence position by position ----------------------------------------------
-
-
-def _context_size(model) -> int | None:
-    """The longest sequence `model` reads, in tokens (None when its config does not say)."""
-    if isinstance(model, GPT):
-        return model.config.block_size
-    config = getattr(model, "config", None)
-    if not isinstance(model, torch.nn.Module) or not hasattr(config, "vocab_size"):
-        raise ConfigError(f"cannot read a {type(model).__name__}: give lmlab's GPT or a Hugging "
-                          "Face causal LM (e.g. transformers.GPT2LMHeadModel)")
-    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
-
-
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
 
 
 def _logits(model, idx: torch.Tensor) -> torch.Tensor:
@@ -217,7 +192,7 @@ class _Window:
 
     def __init__(self, model):
         self.model = model
-        self.context = _context_size(model)  # None: no limit
+        self.context = context_length(model)  # None: no limit
         self.length = 0
         self._cache = self._scratch = None
 
@@ -235,7 +210,7 @@ class _Window:
 
     def _forward(self, chunk: list[int], scratch: bool) -> torch.Tensor:
         model = self.model
-        idx = torch.tensor([chunk], device=_device(model))
+        idx = torch.tensor([chunk], device=device_of(model))
         if isinstance(model, GPT):
             name = "_scratch" if scratch else "_cache"
             cache = getattr(self, name) or model.new_cache()
@@ -364,7 +339,7 @@ class Stepper:
         self.seed = secrets.randbits(63) if seed is None else seed
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self._window = _Window(model)  # refuses what is not a language model
-        self._display = lru_cache(maxsize=None)(_display(tokenizer))
+        self._display = lru_cache(maxsize=None)(display(tokenizer))
         self._vocab = model.config.vocab_size
         self.reset("" if prompt is None else prompt)
 
@@ -557,22 +532,6 @@ class Stepper:
 # ---- beam search and scoring --------------------------------------------------------------
 
 
-def _ids(model, ids_or_text, tokenizer) -> list[int]:
-    if isinstance(ids_or_text, str):
-        if tokenizer is None:
-            raise ConfigError("text needs a tokenizer to encode it: pass tokenizer=..., "
-                              "or give a list of token ids")
-        ids = tokenizer.encode(ids_or_text)  # its own error names unknown characters
-    else:
-        ids = [int(i) for i in ids_or_text]
-    vocab = model.config.vocab_size
-    bad = [i for i in ids if not 0 <= i < vocab]
-    if bad:
-        raise TokenizerError(f"token ids {bad[:5]} are outside the model's vocabulary "
-                             f"(0..{vocab - 1}); was the text encoded with the model's tokenizer?")
-    return ids
-
-
 def beam_search(model, ids_or_text, beams: int = 4, length: int = 20,
                 tokenizer=None) -> list[tuple[list[int], float]]:
     """The `beams` most likely continuations of `length` tokens that beam search finds after
@@ -585,16 +544,14 @@ def beam_search(model, ids_or_text, beams: int = 4, length: int = 20,
     for name, value in (("beams", beams), ("length", length)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name}={value!r} must be a positive integer")
-    prompt = _ids(model, ids_or_text, tokenizer)
-    if not prompt:
-        raise ConfigError("beam search needs a prompt of at least one token")
-    context = _context_size(model)
+    prompt = token_ids(model, ids_or_text, tokenizer)
+    context = context_length(model)
     seqs = torch.tensor([prompt])  # [B, T]
     scores = torch.zeros(1, dtype=torch.float64)  # [B]
     with reading(model):
         for _ in range(length):
             window = seqs if context is None else seqs[:, -context:]
-            logits = _logits(model, window.to(_device(model)))[:, -1].float()
+            logits = _logits(model, window.to(device_of(model)))[:, -1].float()
             total = scores[:, None] + logits.log_softmax(-1).double().cpu()  # [B, V]
             best = torch.sort(total.flatten(), descending=True, stable=True).indices[:beams]
             beam, token = best // total.size(1), best % total.size(1)
@@ -623,24 +580,24 @@ def score(model, tokenizer, text) -> Score:
     """The model's probability of each token of `text` (or a list of token ids) after the
     first, with running cross-entropy and perplexity. One forward through `reading(model)`:
     a text longer than the context plus one token is refused, not slid over."""
-    ids = _ids(model, text, tokenizer)
+    ids = token_ids(model, text, tokenizer)
     if len(ids) < 2:
         raise ConfigError(f"the text is {len(ids)} token(s) long; scoring needs at least 2 "
                           "(the first is only read, the others are predicted)")
-    context = _context_size(model)
+    context = context_length(model)
     if context is not None and len(ids) > context + 1:
         raise ConfigError(f"the text is {len(ids)} tokens long, but this model reads at most "
                           f"{context} at once, so it can score at most {context + 1}; shorten it")
     with reading(model):
-        logits = _logits(model, torch.tensor([ids[:-1]], device=_device(model)))[0].float().cpu()
+        logits = _logits(model, torch.tensor([ids[:-1]], device=device_of(model)))[0].float().cpu()
     target = torch.tensor(ids[1:])
     log_probs = logits.log_softmax(-1).gather(1, target[:, None])[:, 0].double()  # [T]
     picked = logits.gather(1, target[:, None])
     lower_id = torch.arange(logits.size(1)) < target[:, None]
     ranks = ((logits > picked) | (logits == picked) & lower_id).sum(1) + 1  # ties: lower id first
     running = -log_probs.cumsum(0) / torch.arange(1, len(log_probs) + 1)
-    display = _display(tokenizer)
+    show = display(tokenizer)
     total = float(log_probs.sum())
-    return Score(ids, [display(i) for i in ids], log_probs.exp().tolist(), ranks.tolist(),
+    return Score(ids, [show(i) for i in ids], log_probs.exp().tolist(), ranks.tolist(),
                  running.tolist(), running.exp().tolist(), total, -total / len(log_probs),
                  math.exp(-total / len(log_probs)))

@@ -38,6 +38,14 @@ def interleaved(runners: dict[str, Callable], rounds: int, warmup: bool = True) 
     return elapsed
 
 
+def repeat(fn: Callable, times: int) -> Callable:
+    """A runner whose round is `fn()` called `times` times."""
+    def round_():
+        for _ in range(times):
+            fn()
+    return round_
+
+
 def rates(elapsed: dict[str, float], work: float) -> dict[str, float]:
     """Work per second of each runner, given the total `work` (e.g. tokens) each did."""
     return {name: work / seconds for name, seconds in elapsed.items()}

@@ -8,17 +8,10 @@ import torch
 
 from ..inspect import capture_attention
 from ..model import GPT, GPTConfig
-from . import interleaved, rates, report
+from . import interleaved, rates, repeat, report
 from .peers import hf_twin
 
 PRESET, TOKENS, STEPS = "small", 256, 4  # one sequence of TOKENS tokens, STEPS forwards a round
-
-
-def _repeat(fn, steps):
-    def round_():
-        for _ in range(steps):
-            fn()
-    return round_
 
 
 def bench_attention(rounds: int = 3) -> dict:
@@ -44,7 +37,7 @@ def bench_attention(rounds: int = 3) -> dict:
 
     runners = {"forward": forward, "lmlab capture": lambda: capture_attention(model, ids),
                "transformers capture": theirs}
-    elapsed = interleaved({name: _repeat(fn, STEPS) for name, fn in runners.items()}, rounds)
+    elapsed = interleaved({name: repeat(fn, STEPS) for name, fn in runners.items()}, rounds)
     per_second = rates(elapsed, rounds * STEPS * TOKENS)
     where = f"{PRESET} preset, 1x{TOKENS} tokens, fp32, {torch.get_num_threads()} CPU threads"
     a = report(f"(a) attention capture vs a plain forward, {where}",

@@ -5,18 +5,17 @@ from __future__ import annotations
 import torch
 
 from ..model import GPT, GPTConfig
-from . import interleaved, rates, report
+from . import interleaved, rates, repeat, report
 from .peers import hf_twin, train_loss
 
 SHAPES = (("tiny", 12, 10), ("small", 4, 3))  # preset, batch, steps a round
 
 
-def _fwd_bwd(model, x, y, steps):
-    def round_():
-        for _ in range(steps):
-            train_loss(model, x, y).backward()
-            model.zero_grad(set_to_none=True)
-    return round_
+def _fwd_bwd(model, x, y):
+    def step():
+        train_loss(model, x, y).backward()
+        model.zero_grad(set_to_none=True)
+    return step
 
 
 def bench_forward(rounds: int = 3) -> dict:
@@ -29,8 +28,8 @@ def bench_forward(rounds: int = 3) -> dict:
         ours = GPT(config)
         x = torch.randint(65, (batch, config.block_size))
         y = torch.randint(65, (batch, config.block_size))
-        elapsed = interleaved({"lmlab": _fwd_bwd(ours, x, y, steps),
-                               "transformers": _fwd_bwd(hf_twin(ours), x, y, steps)}, rounds)
+        elapsed = interleaved({"lmlab": repeat(_fwd_bwd(ours, x, y), steps),
+                               "transformers": repeat(_fwd_bwd(hf_twin(ours), x, y), steps)}, rounds)
         ratios = report(f"forward+backward, {preset} preset, batch {batch}x{config.block_size}, "
                         f"fp32, {torch.get_num_threads()} CPU threads",
                         rates(elapsed, rounds * steps * x.numel()), baseline="transformers")

@@ -13,7 +13,7 @@ import torch
 from ..data import TokenDataset, load_corpus
 from ..model import GPT, GPTConfig
 from ..train import TrainConfig, Trainer, optimizer_groups
-from . import interleaved, rates, report
+from . import interleaved, rates, repeat, report
 from .peers import hf_twin, train_loss
 
 SHAPES = (("tiny", 12, 20), ("small", 4, 3))  # preset, batch, steps a round
@@ -54,13 +54,6 @@ def bare_loop(model, dataset, config: TrainConfig):
     return step
 
 
-def _steps(step, n):
-    def round_():
-        for _ in range(n):
-            step()
-    return round_
-
-
 def bench_train(rounds: int = 5) -> dict:
     """Training tokens/s of the Trainer, the bare loop and the bare loop on transformers,
     for each preset. Returns {preset: {runner: ratio to the bare loop}}."""
@@ -71,9 +64,9 @@ def bench_train(rounds: int = 5) -> dict:
         twin = GPT(model.config)
         twin.load_state_dict(model.state_dict())
         elapsed = interleaved({
-            "Trainer": _steps(trainer.step, steps),
-            "bare loop": _steps(bare_loop(twin, dataset, config), steps),
-            "bare loop on transformers": _steps(bare_loop(hf_twin(model), dataset, config), steps),
+            "Trainer": repeat(trainer.step, steps),
+            "bare loop": repeat(bare_loop(twin, dataset, config), steps),
+            "bare loop on transformers": repeat(bare_loop(hf_twin(model), dataset, config), steps),
         }, rounds)
         per_s = rates(elapsed, rounds * steps * batch * dataset.block_size)
         optimizer = type(trainer.optimizer).__name__ + (
