@@ -18,9 +18,10 @@ from .errors import (
     TrainerStateError,
     TrainingError,
 )
+from .inspect import capture_attention
 from .model import GPT, GPTConfig, best_device
 from .reading import reading
-from .sampling import generate, next_token_distribution
+from .sampling import Stepper, beam_search, distribution, generate, next_token_distribution, score
 from .tokenizers import BPETokenizer, CharTokenizer, GPT2Tokenizer
 from .train import TrainConfig, Trainer
 
@@ -30,6 +31,7 @@ __all__ = [
     "GPT", "GPTConfig", "best_device", "CharTokenizer", "BPETokenizer", "GPT2Tokenizer",
     "load_corpus", "TokenDataset", "CORPORA", "checkpoint",
     "Trainer", "TrainConfig", "generate", "next_token_distribution", "reading",
+    "capture_attention", "Stepper", "distribution", "beam_search", "score",
     "LmlabError", "ConfigError", "TokenizerError", "CorpusError", "CorpusUnavailable",
     "ChecksumError", "DataError", "CheckpointError", "TrainerStateError", "TrainingError",
 ]

@@ -41,7 +41,8 @@ def test_public_api():
     out = _run(
         "import lmlab\n"
         "print(lmlab.GPT, lmlab.GPTConfig, lmlab.CharTokenizer, lmlab.BPETokenizer,"
-        " lmlab.load_corpus, lmlab.TokenDataset, lmlab.checkpoint.save, lmlab.checkpoint.load)"
+        " lmlab.load_corpus, lmlab.TokenDataset, lmlab.checkpoint.save, lmlab.checkpoint.load,"
+        " lmlab.capture_attention, lmlab.Stepper, lmlab.distribution, lmlab.beam_search, lmlab.score)"
     )
     assert "lmlab.model.GPT" in out and "function save" in out
 
