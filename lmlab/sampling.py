@@ -409,6 +409,18 @@ class Stepper:
         return [entry.step for entry in self._history]
 
     @property
+    def tokens(self) -> list[str]:
+        """Display strings of `ids`, whitespace made visible."""
+        return [self._display(i) for i in self.ids]
+
+    def alternatives(self, index: int, k: int = 5) -> list[tuple[str, float]]:
+        """The model's k most likely tokens (display string, probability at temperature 1,
+        no filter) where the `index`-th generated token was taken."""
+        probs = self._history[index].logits.float().softmax(-1)
+        top = torch.sort(probs, descending=True, stable=True)
+        return [(self._display(int(i)), float(p)) for p, i in zip(top.values[:k], top.indices[:k])]
+
+    @property
     def log_prob(self) -> float:
         """Total log-probability (nats) of the generated tokens under the model itself
         (temperature 1, no filter), whatever settings drew them; 0 before any step."""

@@ -8,5 +8,7 @@ from .attention import AttentionExplorer
 from .bertviz_views import head_view, model_view
 from .compare import RunComparison
 from .dashboard import TrainingDashboard
+from .stepper import SamplingStepper
 
-__all__ = ["TrainingDashboard", "RunComparison", "AttentionExplorer", "head_view", "model_view"]
+__all__ = ["TrainingDashboard", "RunComparison", "AttentionExplorer", "head_view", "model_view",
+           "SamplingStepper"]

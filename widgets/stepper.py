@@ -1,0 +1,210 @@
+"""`SamplingStepper`: generation one token at a time, every knob live.
+
+The text is a row of token chips (`tokens.js`): the prompt plain, each generated token
+tinted by the probability the model gave it, a click rewinds to just before it. The
+next-token candidates are bars (`bars.js`): kept tokens in colour, those top-k or top-p
+removed in grey, the model's own probability marked; a click takes that token next.
+Sliders re-filter the kept logits at once (`Stepper.set`, no model call). A token chosen
+where another was taken before keeps the old continuation as a branch.
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+
+import anywidget
+import ipywidgets as W
+import traitlets
+
+from lmlab.sampling import Stepper
+
+from ._view import message_html
+
+HERE = pathlib.Path(__file__).parent
+GREEDY_TOKENS = 100  # "Greedy to end" takes this many tokens (fewer if the context ends)
+
+
+class TokenChips(anywidget.AnyWidget):
+    """`chips`: dicts with text, prob (None for the prompt), rank, sampled, alternatives
+    [[text, prob], ...]; `clicked`: {index, n}, set by a click."""
+
+    _esm = HERE / "tokens.js"
+    _css = HERE / "stepper.css"
+    chips = traitlets.List(traitlets.Dict()).tag(sync=True)
+    clicked = traitlets.Dict().tag(sync=True)
+
+
+class CandidateBars(anywidget.AnyWidget):
+    """`rows`: dicts with id, text, prob (drawn with), raw (the model's), removed_by (None,
+    "greedy", "top_k" or "top_p"); `picked`: {id, n}, set by a click."""
+
+    _esm = HERE / "bars.js"
+    _css = HERE / "stepper.css"
+    rows = traitlets.List(traitlets.Dict()).tag(sync=True)
+    picked = traitlets.Dict().tag(sync=True)
+
+
+class SamplingStepper(W.VBox):
+    """SamplingStepper(model, tokenizer, prompt): step, choose, go back, branch, and turn
+    temperature, top-k and top-p while watching the next-token distribution."""
+
+    def __init__(self, model, tokenizer, prompt: str, *, seed: int = 0, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, candidates: int = 15):
+        super().__init__()
+        self.stepper = Stepper(model, tokenizer, prompt, seed=seed, temperature=temperature,
+                               top_k=top_k, top_p=top_p)
+        vocab = model.config.vocab_size
+        self.prompt_box = W.Textarea(value=prompt, continuous_update=False,
+                                     layout=W.Layout(width="100%", height="3.2em"))
+        self.chips = TokenChips()
+        self.bars = CandidateBars()
+        slider = dict(continuous_update=True, style={"description_width": "90px"},
+                      layout=W.Layout(width="330px"))
+        self.temperature = W.FloatSlider(value=temperature, min=0, max=2, step=0.05,
+                                         description="temperature", **slider)
+        self.top_k = W.IntSlider(value=top_k or 0, min=0, max=vocab, description="top-k (0: off)",
+                                 **slider)
+        self.top_p = W.FloatSlider(value=top_p or 1.0, min=0.05, max=1, step=0.05,
+                                   description="top-p", **slider)
+        self.seed = W.IntText(value=seed, description="seed", style={"description_width": "40px"},
+                              layout=W.Layout(width="150px"))
+        self.candidates = W.IntSlider(value=candidates, min=5, max=min(50, vocab),
+                                      description="candidates", **slider)
+        button = dict(layout=W.Layout(width="auto"))
+        self.step_button = W.Button(description="Step", icon="step-forward", **button)
+        self.back_button = W.Button(description="Back", icon="step-backward", **button)
+        self.reset_button = W.Button(description="Reset", icon="undo", **button)
+        self.greedy_button = W.Button(description="Greedy to end", icon="fast-forward",
+                                      tooltip=f"take the most likely token, {GREEDY_TOKENS} times",
+                                      **button)
+        self.play = W.Play(interval=400, max=10**6, description="play", layout=W.Layout(width="auto"))
+        self.speed = W.IntSlider(value=400, min=50, max=2000, step=50, description="ms a step",
+                                 **slider)
+        self.branch_box = W.Dropdown(description="branches", options=[], layout=W.Layout(width="360px"))
+        self.branch_button = W.Button(description="Show branch", **button)
+        self.stats = W.HTML()
+        self.status = W.HTML()
+        controls = W.HBox([self.step_button, self.play, self.back_button, self.reset_button,
+                           self.greedy_button], layout=W.Layout(flex_flow="row wrap"))
+        knobs = W.VBox([self.temperature, self.top_k, self.top_p, self.candidates, self.speed,
+                        self.seed])
+        self.children = [self.prompt_box, self.chips, controls, self.stats, self.status,
+                         W.HBox([self.bars, knobs], layout=W.Layout(flex_flow="row wrap")),
+                         W.HBox([self.branch_box, self.branch_button])]
+        self.add_class("lmlab-stepper")
+
+        self.step_button.on_click(self._guarded(lambda _: self.step()))
+        self.back_button.on_click(self._guarded(lambda _: self.back()))
+        self.reset_button.on_click(self._guarded(lambda _: self.reset()))
+        self.greedy_button.on_click(self._guarded(lambda _: self.greedy()))
+        self.branch_button.on_click(self._guarded(lambda _: self.show_branch()))
+        self.prompt_box.observe(self._guarded(lambda c: self.reset(c["new"])), "value")
+        for box in (self.temperature, self.top_k, self.top_p):
+            box.observe(self._guarded(lambda _: self._refilter()), "value")
+        self.candidates.observe(self._guarded(lambda _: self._draw_bars()), "value")
+        self.seed.observe(self._guarded(lambda c: self._reseed(c["new"])), "value")
+        self.speed.observe(lambda c: setattr(self.play, "interval", c["new"]), "value")
+        self.play.observe(self._guarded(self._on_play), "value")
+        self.chips.observe(self._guarded(lambda c: self.rewind(c["new"]["index"])), "clicked")
+        self.bars.observe(self._guarded(lambda c: self.step(c["new"]["id"])), "picked")
+        self._show(self.stepper.notice or "", "notice")
+        self._draw()
+
+    # ---- actions --------------------------------------------------------------------------
+
+    def step(self, token: int | None = None) -> None:
+        """Take the next token: drawn from the filtered distribution, or `token`."""
+        self.stepper.step(token)
+        self._show("", "")
+        self._draw()
+
+    def back(self) -> None:
+        if self.stepper.back() is None:
+            self._show("nothing to undo: this is the prompt", "notice")
+        self._draw()
+
+    def rewind(self, index: int) -> None:
+        """Go back to just before the token at chip `index` (a position in the text)."""
+        while len(self.stepper.ids) > max(index, self.stepper.prompt_length):
+            self.stepper.back()
+        self._draw()
+
+    def reset(self, prompt: str | None = None) -> None:
+        """Start again from `prompt` (default: the prompt box's)."""
+        self.stepper.reset(self.prompt_box.value if prompt is None else prompt)
+        self._show(self.stepper.notice or "", "notice")
+        self._draw()
+
+    def greedy(self, tokens: int = GREEDY_TOKENS) -> None:
+        settings = self.stepper.temperature, self.stepper.top_k, self.stepper.top_p
+        self.stepper.set(temperature=0)
+        try:
+            self.stepper.run(tokens)
+        finally:
+            self.stepper.set(temperature=settings[0], top_k=settings[1], top_p=settings[2])
+        self._draw()
+
+    def show_branch(self) -> None:
+        if self.branch_box.value is None:
+            self._show("no branch to show: choose another token at a past step first", "notice")
+            return
+        self.stepper.restore_branch(self.branch_box.value)
+        self._draw()
+
+    def _on_play(self, change) -> None:
+        if change["new"] > 0:
+            self.step()
+
+    def _reseed(self, seed: int) -> None:
+        self.stepper.seed = seed
+        self.reset()
+
+    def _refilter(self) -> None:
+        self.stepper.set(temperature=self.temperature.value, top_k=self.top_k.value or None,
+                         top_p=None if self.top_p.value >= 1 else self.top_p.value)
+        self._draw_bars()
+
+    # ---- drawing --------------------------------------------------------------------------
+
+    def _draw(self) -> None:
+        s = self.stepper
+        tokens = s.tokens
+        chips = [{"text": t, "prob": None} for t in tokens[: s.prompt_length]]
+        for i, step in enumerate(s.steps):
+            chips.append({"text": step.text, "prob": step.prob_raw, "rank": step.rank,
+                          "sampled": step.sampled, "alternatives": s.alternatives(i)})
+        with self.hold_sync():
+            self.chips.chips = chips
+            self.branch_box.options = [(f"{b.position}: {b.text[:40]!r}", i)
+                                       for i, b in enumerate(s.branches)]
+            self.branch_box.value = len(s.branches) - 1 if s.branches else None  # the newest
+            n = len(s.steps)
+            ppl = "–" if math.isnan(s.perplexity) else f"{s.perplexity:.2f}"
+            self.stats.value = (f"<span class='lmlab-stats'>{n} tokens generated · log-probability "
+                                f"{s.log_prob:.2f} nats · perplexity {ppl} · "
+                                f"{len(s.branches)} branch{'es' if len(s.branches) != 1 else ''}</span>")
+        self._draw_bars()
+
+    def _draw_bars(self) -> None:
+        d = self.stepper.distribution
+        raw = dict(zip(d.ids, d.probs_raw))
+        probs = dict(zip(d.ids, d.probs))
+        text = dict(zip(d.ids, d.tokens))
+        top = sorted(d.ids, key=lambda i: (-raw[i], i))[: self.candidates.value]
+        self.bars.rows = [{"id": i, "text": text[i], "prob": probs[i], "raw": raw[i],
+                           "removed_by": d.removed_by.get(i)} for i in top]
+
+    # ---- errors -----------------------------------------------------------------------------
+
+    def _guarded(self, handler):
+        def run(*args):
+            try:
+                handler(*args)
+            except Exception as e:  # shown, and the widget stays usable
+                self.play.playing = False
+                self._show(str(e) or type(e).__name__, "error")
+        return run
+
+    def _show(self, message: str, kind: str) -> None:
+        self.status.value = message_html(message, kind) if message else ""
