@@ -181,7 +181,8 @@ class SamplingStepper(W.VBox):
             self.branch_box.value = len(s.branches) - 1 if s.branches else None  # the newest
             n = len(s.steps)
             ppl = "–" if math.isnan(s.perplexity) else f"{s.perplexity:.2f}"
-            self.stats.value = (f"<span class='lmlab-stats'>{n} tokens generated · log-probability "
+            self.stats.value = (f"<span class='lmlab-stats'>{n} token{'s' if n != 1 else ''} "
+                                f"generated · log-probability "
                                 f"{s.log_prob:.2f} nats · perplexity {ppl} · "
                                 f"{len(s.branches)} branch{'es' if len(s.branches) != 1 else ''}</span>")
         self._draw_bars()
