@@ -235,3 +235,13 @@ def test_every_message_is_valid_json(model, data):
         x.focus_box.value = 3
         x.knock_button.value = True
     assert len(log) > 10
+
+
+def test_selecting_a_head_passes_through_no_other_head(model, data):
+    x = AttentionExplorer(model, data.tokenizer, "the lazy dog")
+    seen = []
+    x.grid.observe(lambda c: seen.append(tuple(c["new"])), "selected")
+    x.table.observe(lambda c: seen.append(tuple(c["new"])), "selected")
+    x.table.selected = [1, 1]  # a row click: layer and head both change
+    assert set(seen) == {(1, 1)}  # never (1, 0), the new layer with the old head
+    assert (x.layer_box.value, x.head_box.value) == (1, 1)

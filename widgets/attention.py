@@ -63,6 +63,7 @@ class AttentionExplorer(TrainerView, W.VBox):
         self.every, self.thumbnail = every, thumbnail
         self.attention = None
         self.summary: list[dict] = []
+        self._selecting = False
 
         self.text_box = W.Textarea(value=text, continuous_update=False, placeholder="text to look at",
                                    layout=W.Layout(width="100%", height="3.2em"))
@@ -159,7 +160,11 @@ class AttentionExplorer(TrainerView, W.VBox):
             step = f" (step {self.trainer.step_count})" if self.trainer is not None else ""
             self.grid.set_images(lens.head_thumbnails(a, size),
                                  title=f"all heads, {T} tokens{step}: click one")
-            self.layer_box.value, self.head_box.value = self.selected
+            self._selecting = True
+            try:
+                self.layer_box.value, self.head_box.value = self.selected
+            finally:
+                self._selecting = False
             self.table.rows = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
                                for r in self.summary]
         self._draw_head()
@@ -168,17 +173,19 @@ class AttentionExplorer(TrainerView, W.VBox):
     def select(self, layer: int, head: int) -> None:
         """Show head `head` of layer `layer` in the big view (and mark it everywhere)."""
         a = self.attention
-        if a is None:
+        if a is None or self._selecting:  # the echoes of our own changes below
             return
         if not (0 <= layer < a.n_layer and 0 <= head < a.n_head):
             raise ValueError(f"there is no head {head} in layer {layer}: the model has "
                              f"{a.n_layer} layers of {a.n_head} heads")
-        for widget in (self.grid, self.table):
-            if list(widget.selected) != [layer, head]:
-                widget.selected = [layer, head]
-        if self.layer_box.value != layer or self.head_box.value != head:
-            with self.hold_trait_notifications():
-                self.layer_box.value, self.head_box.value = layer, head
+        self._selecting = True
+        try:  # every view shows the same head; no half-updated (layer, old head) in between
+            for widget in (self.grid, self.table):
+                if list(widget.selected) != [layer, head]:
+                    widget.selected = [layer, head]
+            self.layer_box.value, self.head_box.value = layer, head
+        finally:
+            self._selecting = False
         self._draw_head()
         self._draw_ablation()
 

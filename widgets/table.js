@@ -59,17 +59,30 @@ function render({ model, el }) {
         model.save_changes();
       });
       tr.insertCell().appendChild(box);
-      tr.addEventListener("click", () => {
+      // on press, not on click: a redraw between press and release cannot swallow it
+      tr.addEventListener("pointerdown", (event) => {
+        if (event.target === box) return;
         model.set("selected", [row.layer, row.head]);
         model.save_changes();
-        redraw();
+        markSelected();
       });
     }
   }
+  // a new selection only moves the highlight: the rows stay the same elements
+  function markSelected() {
+    const [sl, sh] = model.get("selected") || [];
+    for (const tr of table.tBodies[0].rows) {
+      tr.classList.toggle("lmlab-selected", tr.dataset.head === `${sl},${sh}`);
+    }
+  }
   redraw();
-  const names = ["rows", "columns", "selected", "knocked_out"];
+  const names = ["rows", "columns", "knocked_out"];
   for (const name of names) model.on(`change:${name}`, redraw);
-  return () => { for (const name of names) model.off(`change:${name}`, redraw); };
+  model.on("change:selected", markSelected);
+  return () => {
+    for (const name of names) model.off(`change:${name}`, redraw);
+    model.off("change:selected", markSelected);
+  };
 }
 
 export default { render };

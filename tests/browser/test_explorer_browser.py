@@ -98,13 +98,19 @@ def test_explorer_grid_click_two_views_and_offline_snapshot(jlab_only, page):
     assert "layer 0, head 0" in heatmap_title(page, 1)
     # the summary table: a click on a header sorts, a click on a row selects
     table = page.locator(".lmlab-attention").first.locator(".lmlab-table")
+    wait_until(lambda: table.locator("tr.lmlab-selected").get_attribute("data-head") == "2,3",
+               what="the table to mark the clicked head")
     table.locator("th[data-key='entropy']").click()
     entropies = [float(v) for v in table.locator("tbody tr td:nth-child(3)").all_inner_texts()]
     assert entropies == sorted(entropies, reverse=True) and len(entropies) == 144
     table.locator("tbody tr").nth(5).click()
     chosen = table.locator("tbody tr").nth(5).get_attribute("data-head")
-    wait_until(lambda: f"layer {chosen.replace(',', ', head ')}" in heatmap_title(page, 0),
-               what="the head clicked in the table")
+    try:
+        wait_until(lambda: f"layer {chosen.replace(',', ', head ')}" in heatmap_title(page, 0),
+                   what="the head clicked in the table")
+    except AssertionError:
+        raise AssertionError(f"chosen {chosen}, title {heatmap_title(page, 0)!r}, grid "
+                             f"{grid_state(page, 0)}, screenshot {jlab.screenshot('table-click')}")
     assert grid_state(page, 0)["selected"] == chosen
     table.locator("th[data-key='entropy']").click()  # again: ascending
     entropies = [float(v) for v in table.locator("tbody tr td:nth-child(3)").all_inner_texts()]
