@@ -245,3 +245,12 @@ def test_selecting_a_head_passes_through_no_other_head(model, data):
     x.table.selected = [1, 1]  # a row click: layer and head both change
     assert set(seen) == {(1, 1)}  # never (1, 0), the new layer with the old head
     assert (x.layer_box.value, x.head_box.value) == (1, 1)
+
+
+def test_editing_the_text_does_not_recompute_the_induction_scores(model, data, monkeypatch):
+    x = AttentionExplorer(model, data.tokenizer, "the lazy dog")
+    calls = []
+    original = lens.induction_scores
+    monkeypatch.setattr(lens, "induction_scores", lambda m: calls.append(1) or original(m))
+    x.text_box.value = "a quick fox"
+    assert calls == [] and x.table.rows[0]["induction"] is not None

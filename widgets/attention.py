@@ -113,7 +113,7 @@ class AttentionExplorer(TrainerView, W.VBox):
         if trainer is not None:
             self._watch(trainer, "step", "_on_step")
             self._watch(trainer, "reset", "_on_trainer_reset")
-        self._induction = None
+        self._induction, self._induction_at = None, None  # scores, and the step they are of
         self.update()
 
     # ---- the engine's side ------------------------------------------------------------
@@ -131,7 +131,9 @@ class AttentionExplorer(TrainerView, W.VBox):
             self.show_error(e)
             return
         self.attention = attention
-        self._induction = lens.induction_scores(self.model)
+        weights_at = self.trainer.step_count if self.trainer is not None else None
+        if self._induction is None or self._induction_at != weights_at:  # text-independent
+            self._induction, self._induction_at = lens.induction_scores(self.model), weights_at
         self.summary = lens.head_summary(attention, induction=self._induction)
         self._show("", "")
         self.redraw(force=True)

@@ -19,7 +19,7 @@ import traitlets
 
 from lmlab.sampling import Stepper
 
-from ._view import message_html
+from ._view import TrainerView, message_html
 
 HERE = pathlib.Path(__file__).parent
 GREEDY_TOKENS = 100  # "Greedy to end" takes this many tokens (fewer if the context ends)
@@ -45,13 +45,14 @@ class CandidateBars(anywidget.AnyWidget):
     picked = traitlets.Dict().tag(sync=True)
 
 
-class SamplingStepper(W.VBox):
+class SamplingStepper(TrainerView, W.VBox):
     """SamplingStepper(model, tokenizer, prompt): step, choose, go back, branch, and turn
     temperature, top-k and top-p while watching the next-token distribution."""
 
     def __init__(self, model, tokenizer, prompt: str, *, seed: int = 0, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, candidates: int = 15):
-        super().__init__()
+        W.VBox.__init__(self)
+        self._init_view([])  # no trainer: only the shared error handling and close()
         self.stepper = Stepper(model, tokenizer, prompt, seed=seed, temperature=temperature,
                                top_k=top_k, top_p=top_p)
         vocab = model.config.vocab_size
@@ -94,20 +95,20 @@ class SamplingStepper(W.VBox):
                          W.HBox([self.branch_box, self.branch_button])]
         self.add_class("lmlab-stepper")
 
-        self.step_button.on_click(self._guarded(lambda _: self.step()))
-        self.back_button.on_click(self._guarded(lambda _: self.back()))
-        self.reset_button.on_click(self._guarded(lambda _: self.reset()))
-        self.greedy_button.on_click(self._guarded(lambda _: self.greedy()))
-        self.branch_button.on_click(self._guarded(lambda _: self.show_branch()))
-        self.prompt_box.observe(self._guarded(lambda c: self.reset(c["new"])), "value")
+        self.step_button.on_click(self.guarded(lambda _: self.step()))
+        self.back_button.on_click(self.guarded(lambda _: self.back()))
+        self.reset_button.on_click(self.guarded(lambda _: self.reset()))
+        self.greedy_button.on_click(self.guarded(lambda _: self.greedy()))
+        self.branch_button.on_click(self.guarded(lambda _: self.show_branch()))
+        self.prompt_box.observe(self.guarded(lambda c: self.reset(c["new"])), "value")
         for box in (self.temperature, self.top_k, self.top_p):
-            box.observe(self._guarded(lambda _: self._refilter()), "value")
-        self.candidates.observe(self._guarded(lambda _: self._draw_bars()), "value")
-        self.seed.observe(self._guarded(lambda c: self._reseed(c["new"])), "value")
+            box.observe(self.guarded(lambda _: self._refilter()), "value")
+        self.candidates.observe(self.guarded(lambda _: self._draw_bars()), "value")
+        self.seed.observe(self.guarded(lambda c: self._reseed(c["new"])), "value")
         self.speed.observe(lambda c: setattr(self.play, "interval", c["new"]), "value")
-        self.play.observe(self._guarded(self._on_play), "value")
-        self.chips.observe(self._guarded(lambda c: self.rewind(c["new"]["index"])), "clicked")
-        self.bars.observe(self._guarded(lambda c: self.step(c["new"]["id"])), "picked")
+        self.play.observe(self.guarded(self._on_play), "value")
+        self.chips.observe(self.guarded(lambda c: self.rewind(c["new"]["index"])), "clicked")
+        self.bars.observe(self.guarded(lambda c: self.step(c["new"]["id"])), "picked")
         self._show(self.stepper.notice or "", "notice")
         self._draw()
 
@@ -198,14 +199,9 @@ class SamplingStepper(W.VBox):
 
     # ---- errors -----------------------------------------------------------------------------
 
-    def _guarded(self, handler):
-        def run(*args):
-            try:
-                handler(*args)
-            except Exception as e:  # shown, and the widget stays usable
-                self.play.playing = False
-                self._show(str(e) or type(e).__name__, "error")
-        return run
+    def show_error(self, error) -> None:
+        self.play.playing = False  # an error stops Play
+        super().show_error(error)
 
     def _show(self, message: str, kind: str) -> None:
         self.status.value = message_html(message, kind) if message else ""
