@@ -367,3 +367,10 @@ def test_adam_uses_the_fused_kernels_where_torch_has_them():
     assert t.optimizer.defaults.get("fused") is fused_adam_available(t.device)
     t.update_config(optimizer="sgd")
     assert "fused" not in t.optimizer.defaults or not t.optimizer.defaults["fused"]
+
+
+def test_a_step_trains_a_model_left_in_eval_mode():
+    trainer = make()  # dropout 0.1
+    trainer.model.eval()  # e.g. by a user who inspected it between steps
+    trainer.step()
+    assert trainer.model.training and all(m.training for m in trainer.model.modules())

@@ -54,6 +54,18 @@ def bare_loop(model, dataset, config: TrainConfig):
     return step
 
 
+def forward_backward(model, dataset, config: TrainConfig):
+    """One step's forward and backward alone: no clip, no optimiser, no schedule. Every
+    loop on this model does this much, so its rate is the ceiling of any loop's lead."""
+    generator = torch.Generator().manual_seed(config.seed)
+
+    def step():
+        x, y = dataset.batch("train", config.batch_size, generator=generator)
+        train_loss(model, x, y).backward()
+        model.zero_grad(set_to_none=True)
+    return step
+
+
 def bench_train(rounds: int = 5) -> dict:
     """Training tokens/s of the Trainer, the bare loop and the bare loop on transformers,
     for each preset. Returns {preset: {runner: ratio to the bare loop}}."""
@@ -67,6 +79,7 @@ def bench_train(rounds: int = 5) -> dict:
             "Trainer": repeat(trainer.step, steps),
             "bare loop": repeat(bare_loop(twin, dataset, config), steps),
             "bare loop on transformers": repeat(bare_loop(hf_twin(model), dataset, config), steps),
+            "forward + backward only": repeat(forward_backward(twin, dataset, config), steps),
         }, rounds)
         per_s = rates(elapsed, rounds * steps * batch * dataset.block_size)
         optimizer = type(trainer.optimizer).__name__ + (
@@ -74,7 +87,8 @@ def bench_train(rounds: int = 5) -> dict:
         out[preset] = report(
             f"training, {preset} preset, batch {batch}x{dataset.block_size}, fp32, "
             f"{torch.get_num_threads()} CPU threads (the Trainer's optimizer: {optimizer})",
-            per_s, baseline="bare loop")
+            per_s, baseline="bare loop",
+            notes={"forward + backward only": "(the ceiling: no loop on this model beats it)"})
         print(f"  Trainer / bare loop on transformers: "
               f"{per_s['Trainer'] / per_s['bare loop on transformers']:.3f}x", flush=True)
         if torch.cuda.is_available():
