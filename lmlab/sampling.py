@@ -586,12 +586,15 @@ class Score:
     log_prob: float  # sum of log probs, nats
     cross_entropy: float  # mean of -log probs, nats
     perplexity: float  # exp(cross_entropy)
+    alternatives: list[list[tuple[str, float]]]  # [i]: the model's top tokens where ids[i + 1] came
 
 
-def score(model, tokenizer, text) -> Score:
+def score(model, tokenizer, text, alternatives: int = 5) -> Score:
     """The model's probability of each token of `text` (or a list of token ids) after the
-    first, with running cross-entropy and perplexity. One forward through `reading(model)`:
-    a text longer than the context plus one token is refused, not slid over."""
+    first, with running cross-entropy and perplexity, and its `alternatives` most likely
+    tokens at each position (display string, probability). One forward through
+    `reading(model)`: a text longer than the context plus one token is refused, not slid
+    over."""
     ids = token_ids(model, text, tokenizer)
     if len(ids) < 2:
         raise ConfigError(f"the text is {len(ids)} token(s) long; scoring needs at least 2 "
@@ -610,6 +613,10 @@ def score(model, tokenizer, text) -> Score:
     running = -log_probs.cumsum(0) / torch.arange(1, len(log_probs) + 1)
     show = display(tokenizer)
     total = float(log_probs.sum())
+    top = torch.sort(logits.softmax(-1), dim=-1, descending=True, stable=True)  # ties: lower id
+    k = min(alternatives, logits.size(1))
+    alts = [[(show(int(i)), float(p)) for p, i in zip(values[:k], indices[:k])]
+            for values, indices in zip(top.values, top.indices)]
     return Score(ids, [show(i) for i in ids], log_probs.exp().tolist(), ranks.tolist(),
                  running.tolist(), running.exp().tolist(), total, -total / len(log_probs),
-                 math.exp(-total / len(log_probs)))
+                 math.exp(-total / len(log_probs)), alts)

@@ -5,6 +5,7 @@ import math
 import threading
 
 import pytest
+from _needs import need
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -289,7 +290,7 @@ def test_prompts_are_checked():
 
 
 def test_hugging_face_models_step_like_lmlab():
-    pytest.importorskip("transformers")
+    need("transformers", "pip install -e '.[hf]'")
     from lmlab.bench.peers import hf_twin
 
     model = tiny()
@@ -344,6 +345,13 @@ def test_score_is_the_models_cross_entropy():
     assert s.running_perplexity[-1] == pytest.approx(s.perplexity)
     ranks = [int((row > row[t]).sum()) + 1 for row, t in zip(logits, ids[1:])]
     assert s.ranks == ranks and s.tokens == TOK.tokens_text(ids)
+    assert len(s.alternatives) == len(s.probs)
+    for row, alts, rank, prob in zip(logits.softmax(-1), s.alternatives, s.ranks, s.probs):
+        top = row.topk(5)
+        assert [p for _, p in alts] == pytest.approx(top.values.tolist(), rel=1e-5)
+        assert [t for t, _ in alts] == TOK.tokens_text(top.indices.tolist())
+        if rank <= 5:  # the text's own token is among them, at its rank
+            assert alts[rank - 1][1] == pytest.approx(prob, rel=1e-5)
     assert len(score(model, TOK, "a" * (BLOCK + 1)).probs) == BLOCK
     with pytest.raises(ConfigError, match="at most 17"):
         score(model, TOK, "a" * (BLOCK + 2))

@@ -113,3 +113,19 @@ def test_two_steppers_are_independent(model, tok):
     a.step()
     a.temperature.value = 0.5
     assert b.stepper.steps == [] and b.stepper.temperature == 1.0
+
+
+def test_the_stepper_drives_a_hugging_face_model(model, tok):
+    need("transformers", "pip install -e '.[hf]'")
+    from lmlab.bench.peers import hf_twin
+
+    ours = SamplingStepper(model, tok, "the ", seed=2)
+    theirs = SamplingStepper(hf_twin(model), tok, "the ", seed=2)
+    for w in (ours, theirs):
+        for _ in range(4):
+            w.step_button.click()
+        w.temperature.value = 0.5
+    assert theirs.stepper.ids == ours.stepper.ids and theirs.status.value == ""
+    assert [c["prob"] for c in theirs.chips.chips[4:]] == pytest.approx(
+        [c["prob"] for c in ours.chips.chips[4:]], rel=1e-4)
+    assert [r["id"] for r in theirs.bars.rows] == [r["id"] for r in ours.bars.rows]

@@ -9,6 +9,7 @@ from .bertviz_views import head_view, model_view
 from .compare import RunComparison
 from .dashboard import TrainingDashboard
 from .stepper import SamplingStepper
+from .surprise import TokenSurprise
 
 __all__ = ["TrainingDashboard", "RunComparison", "AttentionExplorer", "head_view", "model_view",
-           "SamplingStepper"]
+           "SamplingStepper", "TokenSurprise"]

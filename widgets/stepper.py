@@ -26,12 +26,14 @@ GREEDY_TOKENS = 100  # "Greedy to end" takes this many tokens (fewer if the cont
 
 
 class TokenChips(anywidget.AnyWidget):
-    """`chips`: dicts with text, prob (None for the prompt), rank, sampled, alternatives
-    [[text, prob], ...]; `clicked`: {index, n}, set by a click."""
+    """`chips`: dicts with text, prob (None for a plain chip), rank, sampled (False: chosen
+    by hand), alternatives [[text, prob], ...], note (one more line on hover); `clicked`:
+    {index, n}, set by a click on a tinted chip when `clickable`."""
 
     _esm = HERE / "tokens.js"
     _css = HERE / "stepper.css"
     chips = traitlets.List(traitlets.Dict()).tag(sync=True)
+    clickable = traitlets.Bool(True).tag(sync=True)
     clicked = traitlets.Dict().tag(sync=True)
 
 

@@ -1,6 +1,7 @@
-// TokenChips: a text as one chip per token. Prompt chips plain; generated chips tinted
-// by the probability the model gave them; hover shows probability, rank and the top
-// alternatives; a click sends the chip's index (the stepper rewinds to just before it).
+// TokenChips: a text as one chip per token. Prompt chips plain; the others tinted by the
+// probability the model gave them; hover shows probability, rank, a note and the top
+// alternatives; when clickable, a click sends the chip's index (the stepper rewinds to
+// just before it).
 
 function tint(p) {
   // 0 -> pale red, 1 -> pale green
@@ -16,22 +17,27 @@ function render({ model, el }) {
 
   function redraw() {
     root.replaceChildren();
+    const clickable = model.get("clickable");
     model.get("chips").forEach((chip, i) => {
       const span = document.createElement("span");
-      span.className = "lmlab-chip" + (chip.prob === null ? " lmlab-chip-prompt" : "");
+      span.className = "lmlab-chip" + (chip.prob === null ? " lmlab-chip-prompt" : "") +
+        (clickable ? "" : " lmlab-chip-static");
       span.textContent = chip.text;
       span.dataset.index = String(i);
       if (chip.prob !== null) {
         span.style.background = tint(chip.prob);
         const alts = (chip.alternatives || []).map(([t, p]) => `  ${t}  ${p.toFixed(3)}`).join("\n");
         span.title = `probability ${chip.prob.toFixed(3)}, rank ${chip.rank}` +
-          (chip.sampled ? "" : " (chosen)") + (alts ? `\nthe model's top tokens here:\n${alts}` : "") +
-          "\nclick: go back to just before this token";
-        span.addEventListener("click", () => {
-          clicks += 1;
-          model.set("clicked", { index: i, n: clicks + Math.random() });
-          model.save_changes();
-        });
+          (chip.sampled === false ? " (chosen)" : "") + (chip.note ? `\n${chip.note}` : "") +
+          (alts ? `\nthe model's top tokens here:\n${alts}` : "") +
+          (clickable ? "\nclick: go back to just before this token" : "");
+        if (clickable) {
+          span.addEventListener("click", () => {
+            clicks += 1;
+            model.set("clicked", { index: i, n: clicks + Math.random() });
+            model.save_changes();
+          });
+        }
       }
       root.appendChild(span);
     });
@@ -39,7 +45,8 @@ function render({ model, el }) {
   }
   redraw();
   model.on("change:chips", redraw);
-  return () => model.off("change:chips", redraw);
+  model.on("change:clickable", redraw);
+  return () => { model.off("change:chips", redraw); model.off("change:clickable", redraw); };
 }
 
 export default { render };
