@@ -129,3 +129,15 @@ def test_the_stepper_drives_a_hugging_face_model(model, tok):
     assert [c["prob"] for c in theirs.chips.chips[4:]] == pytest.approx(
         [c["prob"] for c in ours.chips.chips[4:]], rel=1e-4)
     assert [r["id"] for r in theirs.bars.rows] == [r["id"] for r in ours.bars.rows]
+
+
+def test_out_of_range_settings_typed_into_the_boxes_are_held_to_their_range(model, tok):
+    w = SamplingStepper(model, tok, "the ")
+    w.top_k.value = 10**6  # typed into the slider's box: held to the vocabulary
+    assert w.top_k.value == tok.vocab_size and w.stepper.top_k == tok.vocab_size
+    w.top_p.value = 0.0
+    assert w.top_p.value == 0.05 and w.stepper.top_p == 0.05
+    w.temperature.value = -3
+    assert w.temperature.value == 0 and w.stepper.temperature == 0
+    w.step()
+    assert w.status.value == "" and len(w.chips.chips) == 5
