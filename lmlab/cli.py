@@ -2,6 +2,7 @@
 
     lmlab train --corpus shakespeare --preset tiny --steps 2000 --out runs/x
     lmlab sample runs/x --prompt "ROMEO:" --tokens 200 --temperature 0.8 --top-k 40
+    lmlab lab [FOLDER] [--copy-only] [-- JUPYTER-LAB-ARGS]
 """
 
 from __future__ import annotations
@@ -94,8 +95,17 @@ def cmd_bench(args) -> None:
 def cmd_lab(args) -> None:
     import subprocess
 
-    root = Path("notebooks") if Path("notebooks").is_dir() else Path(".")
-    sys.exit(subprocess.call([sys.executable, "-m", "jupyter", "lab", str(root), *args.rest]))
+    from .lessons import copy_lessons, lessons_dir
+
+    folder = Path(args.folder or "lmlab-lessons")
+    if folder.resolve() != lessons_dir():  # a clone's own notebooks/ are opened as they are
+        copied, kept = copy_lessons(folder)
+        print(f"lessons in {folder.resolve()}: {len(copied)} copied"
+              + (f", {len(kept)} already there kept as they are ({', '.join(k.name for k in kept)})"
+                 if kept else ""))
+    if args.copy_only:
+        return
+    sys.exit(subprocess.call([sys.executable, "-m", "jupyter", "lab", *args.jupyter_args], cwd=folder))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,17 +144,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sample)
 
     b = sub.add_parser("bench", help="the benchmarks (same as python -m lmlab.bench)")
-    b.add_argument("which", choices=["forward", "train", "quality", "dashboard"])
+    b.add_argument("which", choices=["forward", "train", "quality", "attention", "sampling", "dashboard"])
     b.set_defaults(func=cmd_bench)
 
-    lab = sub.add_parser("lab", help="open JupyterLab on the lessons")
-    lab.add_argument("rest", nargs=argparse.REMAINDER)
+    lab = sub.add_parser("lab", help="copy the lessons into a folder and open JupyterLab there "
+                                     "(arguments after -- go to jupyter lab, e.g. -- --port 8890)")
+    lab.add_argument("folder", nargs="?", default=None,
+                     help="where the lessons go (default: ./lmlab-lessons); lessons already "
+                          "there are kept as they are")
+    lab.add_argument("--copy-only", action="store_true", help="copy the lessons, open nothing")
     lab.set_defaults(func=cmd_lab)
     return parser
 
 
 def main(argv=None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    passed_on = []  # after "--": for the program lmlab starts (jupyter lab)
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, passed_on = argv[:cut], argv[cut + 1:]
     args = build_parser().parse_args(argv)
+    args.jupyter_args = passed_on
     try:
         args.func(args)
     except LmlabError as e:
