@@ -1,5 +1,6 @@
 """Looking inside a model: attention capture, per-head scores, head ablation, the top
-next-token predictions at a position, and compact images of attention for a browser.
+next-token predictions at a position, compact images of attention for a browser, and
+token and position embeddings projected on their principal components.
 
 Attention of one sequence is a float32 CPU tensor [layer, head, query, key] (L, H, T, T):
 row q holds query q's probabilities over keys 0..q, summing to 1, zeros above the diagonal.
@@ -11,6 +12,7 @@ it is safe while the model trains. Models are lmlab's `GPT` or a Hugging Face ca
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 
 import torch
@@ -265,3 +267,113 @@ def quantize(attention: Attention | torch.Tensor) -> bytes:
     [layer, head, query, key] (L·H·T·T bytes; use `head_thumbnails` beyond T ≈ 128)."""
     w = attention.weights if isinstance(attention, Attention) else attention
     return _to_uint8(w).contiguous().numpy().tobytes()
+
+
+# ---- embeddings -----------------------------------------------------------------------------
+
+EMBEDDINGS = ("tokens", "positions")
+
+
+@dataclass(eq=False)
+class Projection:
+    """N embeddings [N, C] projected on their first `dims` principal components."""
+
+    which: str  # "tokens" or "positions"
+    labels: list[str]  # N display strings: tokens (whitespace made visible) or "pos 0", "pos 1", ...
+    coords: torch.Tensor  # float32 [N, dims], the centred embeddings on each component
+    explained: torch.Tensor  # float32 [dims], the fraction of the total variance on each component
+    matrix: torch.Tensor  # float32 [N, C] on the CPU, the embeddings as read
+    components: torch.Tensor  # float32 [dims, C], unit principal directions, largest variance first
+    total: int  # rows the model has (N < total when cut by `limit`)
+
+    @property
+    def dims(self) -> int:
+        return self.coords.size(1)
+
+
+def _embedding_module(model, which: str) -> torch.nn.Module:
+    if which not in EMBEDDINGS:
+        raise ConfigError(f"which={which!r}; choose 'tokens' (one point per vocabulary entry) "
+                          "or 'positions' (one point per position in the context)")
+    context_length(model)  # refuses what is not a causal LM
+    if isinstance(model, GPT):
+        return model.transformer.wte if which == "tokens" else model.transformer.wpe
+    if which == "tokens":
+        return model.get_input_embeddings()
+    wpe = getattr(getattr(model, "transformer", None), "wpe", None)  # GPT-2's learned positions
+    if not isinstance(wpe, torch.nn.Embedding):
+        raise ConfigError(f"{type(model).__name__} has no learned position embeddings (it may encode "
+                          "positions another way, e.g. rotary); look at which='tokens' instead")
+    return wpe
+
+
+def embedding_matrix(model, which: str = "tokens") -> torch.Tensor:
+    """The token embeddings [V, C] (which="tokens") or the position embeddings
+    [block_size, C] ("positions") of lmlab's `GPT` or a Hugging Face GPT-2: a float32
+    copy on the CPU, read between training steps."""
+    module = _embedding_module(model, which)
+    with reading(model):
+        return module.weight.detach().float().cpu().clone()
+
+
+def embedding_projection(model, tokenizer=None, which: str = "tokens", dims: int = 2,
+                         limit: int | None = None) -> Projection:
+    """Principal component analysis of the model's token or position embeddings: the
+    matrix [N, C] centred, X, and its SVD X = U S Vᵀ; coords = X · V[:, :dims], [N, dims];
+    explained = S² / ΣS², the first `dims`. Each component's sign is fixed so that its
+    largest-magnitude loading is positive, so a map does not flip between refreshes.
+    `limit` keeps the first `limit` rows (e.g. of GPT-2's 50257 tokens) before the PCA."""
+    if isinstance(dims, bool) or dims not in (2, 3):
+        raise ConfigError(f"dims={dims!r}; choose 2 (a flat map) or 3 (a map to turn around)")
+    matrix = embedding_matrix(model, which)
+    if not torch.isfinite(matrix).all():
+        raise ConfigError(f"the {which} embeddings hold nan or inf values (did training diverge?); "
+                          "reset or reload the model")
+    total = matrix.size(0)
+    if limit is not None:
+        if limit < 2:
+            raise ConfigError(f"limit={limit}; a map needs at least 2 rows")
+        matrix = matrix[:limit]
+    if min(matrix.shape) < dims:
+        raise ConfigError(f"a {dims}-D map needs {dims} components, but the embeddings are "
+                          f"{tuple(matrix.shape)}; choose dims=2")
+    x = matrix.double()
+    x = x - x.mean(0)
+    _, s, vh = torch.linalg.svd(x, full_matrices=False)  # s [K], vh [K, C], K = min(N, C)
+    vh = vh[:dims]
+    biggest = vh.abs().argmax(1, keepdim=True)
+    vh = vh * vh.gather(1, biggest).sign()
+    variance = s.square()
+    explained = variance[:dims] / variance.sum().clamp_min(1e-30)
+    if which == "tokens":
+        show, known = display(tokenizer), getattr(tokenizer, "vocab_size", None) or total
+        labels = [show(i) if i < known else f"#{i}" for i in range(matrix.size(0))]
+    else:
+        labels = [f"pos {i}" for i in range(matrix.size(0))]
+    return Projection(which, labels, (x @ vh.T).float(), explained.float(), matrix, vh.float(), total)
+
+
+def neighbour_table(matrix: torch.Tensor, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every row of `matrix` [N, C], the k other rows most cosine-similar to it:
+    (rows [N, k] int64, similarities [N, k] float32 in -1..1), most similar first; k is
+    cut to N - 1. An all-zero row is 0-similar to everything."""
+    unit = F.normalize(matrix.float(), dim=1)
+    sims = unit @ unit.T
+    sims.fill_diagonal_(-math.inf)
+    top = sims.topk(min(k, matrix.size(0) - 1), dim=1)
+    return top.indices, top.values
+
+
+def nearest_neighbours(matrix: torch.Tensor, index: int, k: int = 5) -> list[tuple[int, float]]:
+    """The k rows of `matrix` [N, C] most cosine-similar to row `index` (itself left out):
+    [(row, similarity), ...], most similar first; fewer when N <= k."""
+    n = matrix.size(0)
+    if not 0 <= index < n:
+        raise ConfigError(f"index={index} is outside the matrix's {n} rows (0..{n - 1})")
+    if k < 1:
+        raise ConfigError(f"k={k} must be at least 1")
+    unit = F.normalize(matrix.float(), dim=1)
+    sims = unit @ unit[index]
+    sims[index] = -math.inf
+    top = sims.topk(min(k, n - 1))
+    return list(zip(top.indices.tolist(), top.values.tolist()))

@@ -19,7 +19,8 @@ REPOSITORY = "https://github.com/lmlab/lmlab"
 SETUP_CELL = f"""\
 # Setup: installs lmlab where it is missing (Colab) and turns on Colab's widget manager;
 # in JupyterLab, Binder or a clone with lmlab installed it does nothing.
-import importlib.util, sys
+import importlib.util
+import sys
 if importlib.util.find_spec("lmlab") is None:
     %pip install -q "lmlab[lab] @ git+{REPOSITORY}"
 if "google.colab" in sys.modules:

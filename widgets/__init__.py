@@ -8,8 +8,10 @@ from .attention import AttentionExplorer
 from .bertviz_views import head_view, model_view
 from .compare import RunComparison
 from .dashboard import TrainingDashboard
+from .embeddings import EmbeddingMap
+from .playground import TokenizerPlayground
 from .stepper import SamplingStepper
 from .surprise import TokenSurprise
 
 __all__ = ["TrainingDashboard", "RunComparison", "AttentionExplorer", "head_view", "model_view",
-           "SamplingStepper", "TokenSurprise"]
+           "SamplingStepper", "TokenSurprise", "EmbeddingMap", "TokenizerPlayground"]
