@@ -6,6 +6,12 @@ reaches the view through a weak reference, so a closed or garbage-collected view
 costs the trainer nothing. Displaying a new view of the same kind for the same
 trainers retires the older one (it stops updating and says why), so re-running a
 cell never multiplies the work.
+
+Every view's output also carries a static snapshot (`text/html`, from `_static_html`)
+beside the live widget, so a notebook shows its views where widgets do not run:
+nbconvert's HTML, nbviewer, an untrusted notebook in JupyterLab. The snapshot is made
+when the view is displayed; `refresh_snapshot` replaces it later (trainer views do at
+the end of each run, and `close` leaves the last snapshot in place of the widget).
 """
 
 from __future__ import annotations
@@ -13,19 +19,23 @@ from __future__ import annotations
 import html
 import threading
 import time
+import uuid
 import weakref
 
 from lmlab.errors import LmlabError
 
 REFRESH_S = 0.25  # at most four redraws a second
 _current: dict = {}  # (view class, trainer ids) -> weak reference to the newest view
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 class TrainerView:
-    """Mixin for an ipywidgets container. Subclasses implement `_draw()` and
-    `_show(message, kind)`, and call `_watch(...)` for each trainer event they use."""
+    """Mixin for an ipywidgets container. Subclasses implement `_draw()`,
+    `_show(message, kind)` and `_static_html()`, and call `_watch(...)` for each trainer
+    event they use."""
 
     refresh = REFRESH_S
+    _display_id = None  # set when displayed in IPython: the outputs `refresh_snapshot` replaces
 
     def _init_view(self, trainers, refresh: float = REFRESH_S):
         self.refresh = refresh
@@ -82,7 +92,14 @@ class TrainerView:
         return []
 
     def close(self):
-        """Detach from the trainers and close the widget and the widgets inside it."""
+        """Detach from the trainers and close the widget and the widgets inside it; where
+        it was displayed, its last snapshot stays in its place."""
+        if not getattr(self, "closed", True):
+            self.closed = True
+            try:
+                self.refresh_snapshot()
+            except Exception:  # closing must work whatever the display machinery does (exit, GC)
+                pass
         self.closed = True
         self._unwatch()
         stack = list(getattr(self, "children", ()))
@@ -110,6 +127,58 @@ class TrainerView:
 
     def _draw(self) -> None:
         raise NotImplementedError
+
+    # ---- the static snapshot --------------------------------------------------------------
+
+    def _static_html(self) -> str:
+        """What the view shows now as HTML that needs no JavaScript and loads nothing."""
+        raise NotImplementedError
+
+    def _snapshot(self) -> str:
+        try:
+            body = self._static_html()
+        except Exception as e:  # a broken snapshot must not stop the live view from displaying
+            body = message_html(f"no static snapshot of this view: {type(e).__name__}: {e}", "error")
+        return f'<div class="lmlab-static {type(self).__name__}">{body}</div>'
+
+    def _repr_mimebundle_(self, **kwargs) -> dict:
+        """ipywidgets' bundle (the live widget, and text/plain) plus a `text/html`
+        snapshot of the view."""
+        # Renderers pick one type. JupyterLab ranks the widget (-10) above HTML (50) in a
+        # trusted notebook; untrusted, it shows only "safe" types: the HTML, sanitized (no
+        # SVG, no data: images). nbconvert's HTML exporter skips the widget when its
+        # model_id is not in the notebook's saved widget state (WidgetsDataTypeFilter), and
+        # then takes the HTML; but `nbconvert --execute` (nbclient) saves widget state unless
+        # --ExecutePreprocessor.store_widget_state=False, and with it the export shows the
+        # widget, drawn by JavaScript from a CDN (unpkg), and none of this snapshot.
+        bundle = super()._repr_mimebundle_(**kwargs)
+        bundle["text/html"] = self._snapshot()
+        return bundle
+
+    def _bundle(self) -> dict:
+        if getattr(self, "closed", False):
+            return {"text/plain": f"<{type(self).__name__}, closed>", "text/html": self._snapshot()}
+        return self._repr_mimebundle_()
+
+    def _ipython_display_(self) -> None:
+        """Display the bundle under a display id of this view, so that its snapshot can
+        be replaced later (`refresh_snapshot`)."""
+        from IPython.display import display
+
+        if self._display_id is None:
+            self._display_id = f"lmlab-{uuid.uuid4().hex}"
+        display(self._bundle(), raw=True, display_id=self._display_id)
+
+    def refresh_snapshot(self) -> None:
+        """Replace the snapshot in the outputs where this view was displayed by one of the
+        view as it is now; a closed view's outputs become the snapshot alone. JupyterLab
+        draws the live widget again from its state (a view-only zoom is lost), so this
+        runs at the end of a run, never on every redraw."""
+        if self._display_id is None:
+            return
+        from IPython.display import update_display
+
+        update_display(self._bundle(), raw=True, display_id=self._display_id)
 
     def guarded(self, handler):
         """A UI handler whose error is shown in this view, never raised."""

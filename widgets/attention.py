@@ -303,35 +303,62 @@ class AttentionExplorer(TrainerView, W.VBox):
         """Write a self-contained HTML page of the current view: the overview of all heads,
         the selected head as an interactive plotly heatmap (plotly.js inlined, so it
         renders with the network off), the next-token predictions and the summary table."""
-        a = self.attention
-        if a is None:
-            raise ValueError("there is no attention to show yet: give the explorer a text")
-        layer, head = self.selected
-        grid = base64.b64encode(images.png(images.grid_image(self.grid.images(), self.grid.cell,
-                                                             selected=(layer, head))))
-        off = set(self.knocked_out())
+        a = self._attention_drawn()
         figure = plotly.io.to_html(go.Figure(self.heatmap), include_plotlyjs=True, full_html=False)
-        columns = [c for c, _ in SUMMARY_COLUMNS]
-        header = "".join(f"<th>{html.escape(label)}</th>" for _, label in SUMMARY_COLUMNS)
-        header += "<th>knocked out</th>"
-        rows = "".join(
-            ("<tr class=\"lmlab-selected\">" if (r["layer"], r["head"]) == (layer, head) else "<tr>")
-            + "".join(f"<td>{_cell(r[c])}</td>" for c in columns)
-            + f"<td>{'yes' if (r['layer'], r['head']) in off else ''}</td></tr>"
-            for r in self.summary)
         text = html.escape(self.text_box.value)
         page = (f'<!doctype html><html><head><meta charset="utf-8"><title>lmlab attention: {text}'
                 f"</title><style>{SNAPSHOT_CSS}</style></head><body>"
                 f"<h2>Attention on <q>{text}</q></h2>"
-                f'<div class="lmlab-snapshot"><figure><img alt="every head, layers down, heads across" '
-                f'src="data:image/png;base64,{grid.decode()}"><figcaption>every head, layers down '
-                f"(0 to {a.n_layer - 1}), heads across (0 to {a.n_head - 1}); outlined: layer "
-                f"{layer}, head {head}</figcaption></figure>{figure}</div>"
-                f"{self.predictions.value}<table class=\"lmlab-table\"><tr>{header}</tr>{rows}</table>"
-                "</body></html>")
+                f'<div class="lmlab-snapshot">{self._grid_figure(a)}{figure}</div>'
+                f"{self.predictions.value}{self._summary_table()}</body></html>")
         with atomic_write(path) as tmp:
             tmp.write_text(page, encoding="utf-8")
         return Path(path)
+
+    def _static_html(self) -> str:
+        """The overview and the selected head as PNG pictures, the head's tokens, the
+        predictions and the summary table (no plotly.js: a few kB, not megabytes)."""
+        a = self._attention_drawn()
+        layer, head = self.selected
+        T = len(a.tokens)
+        values = (a.head(layer, head) * 255).round().to(torch.uint8)
+        picture = base64.b64encode(images.png(images.head_image(values, min(320, 8 * T)))).decode()
+        tokens = " ".join(f"<code>{html.escape(_label(i, t), quote=False)}</code>"
+                          for i, t in enumerate(a.tokens[:HOVER_TOKENS]))
+        return (f"<b>Attention on <q>{html.escape(self.text_box.value)}</q></b>{self.status.value}"
+                f'<div style="display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start">'
+                f"{self._grid_figure(a)}<figure><img alt=\"layer {layer}, head {head}\" "
+                f'style="image-rendering:pixelated" src="data:image/png;base64,{picture}">'
+                f"<figcaption>layer {layer}, head {head}: row q attends to column k (grey: masked, "
+                f"the future)</figcaption></figure></div><div style='font-size:12px'>tokens: {tokens}"
+                f"</div>{self.predictions.value}{self._summary_table()}")
+
+    def _attention_drawn(self):
+        if self.attention is None:
+            raise ValueError("there is no attention to show yet: give the explorer a text")
+        return self.attention
+
+    def _grid_figure(self, a) -> str:
+        layer, head = self.selected
+        grid = base64.b64encode(images.png(images.grid_image(self.grid.images(), self.grid.cell,
+                                                             selected=(layer, head)))).decode()
+        return (f'<figure><img alt="every head, layers down, heads across" style="image-rendering:'
+                f'pixelated" src="data:image/png;base64,{grid}"><figcaption>every head, layers down '
+                f"(0 to {a.n_layer - 1}), heads across (0 to {a.n_head - 1}); outlined: layer "
+                f"{layer}, head {head}</figcaption></figure>")
+
+    def _summary_table(self) -> str:
+        layer, head = self.selected
+        off = set(self.knocked_out())
+        columns = [c for c, _ in SUMMARY_COLUMNS]
+        header = "".join(f"<th>{html.escape(label)}</th>" for _, label in SUMMARY_COLUMNS)
+        rows = "".join(
+            ("<tr class=\"lmlab-selected\" style=\"background:#fde3dc\">"
+             if (r["layer"], r["head"]) == (layer, head) else "<tr>")
+            + "".join(f"<td>{_cell(r[c])}</td>" for c in columns)
+            + f"<td>{'yes' if (r['layer'], r['head']) in off else ''}</td></tr>"
+            for r in self.summary)
+        return f'<table class="lmlab-table"><tr>{header}<th>knocked out</th></tr>{rows}</table>'
 
     def _controls(self) -> list:
         return [self.text_box, self.layer_box, self.head_box, self.focus_box, self.knock_button,

@@ -4,17 +4,21 @@ Plotly's FigureWidget sends its updates as messages that a reloaded page never
 receives, so its live charts came back blank after a browser reload. Here every line
 is synced state: a reload or a second tab draws the whole curve from the kernel's
 state. The points travel as one binary float32 buffer (no JSON encoding of numbers),
-the style of each line as JSON. Plotly stays for static figures.
+the style of each line as JSON. Plotly stays for static figures. `svg()` draws the chart
+as it is now for a static snapshot, in Python (no script, no library).
 """
 
 from __future__ import annotations
 
+import html
 import math
 import pathlib
 
 import anywidget
 import numpy as np
 import traitlets
+
+from lmlab.history import downsample
 
 HERE = pathlib.Path(__file__).parent
 
@@ -66,3 +70,66 @@ class LineChart(anywidget.AnyWidget):
             out.append(meta | {"x": values[at:at + n].tolist(), "y": values[at + n:at + 2 * n].tolist()})
             at += 2 * n
         return out
+
+    def svg(self, width: int = 640, max_points: int = 300) -> str:
+        """The chart as it is now as inline SVG (a few kB): each line at most
+        `max_points` points, the axes' ends labelled, a legend of the named lines."""
+        left, right, top, bottom = 60, 12, 26, 36
+        height = self.height
+        w, h = width - left - right, height - top - bottom
+        lines = self.lines()
+        pts = [(x, y) for ln in lines for x, y in zip(ln["x"], ln["y"])
+               if math.isfinite(x) and math.isfinite(y) and (y > 0 or not self.log_y)]
+        ty = math.log10 if self.log_y else float
+        parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+                 f'viewBox="0 0 {width} {height}" style="font:11px sans-serif;max-width:100%">',
+                 f'<text x="{left}" y="16" font-weight="bold">{html.escape(self.title)}</text>',
+                 f'<rect x="{left}" y="{top}" width="{w}" height="{h}" fill="#fafafa" stroke="#ccc"/>',
+                 f'<text x="{left + w / 2}" y="{height - 4}" text-anchor="middle">'
+                 f'{html.escape(self.x_label)}</text>',
+                 f'<text transform="translate(12,{top + h / 2}) rotate(-90)" text-anchor="middle">'
+                 f'{html.escape(self.y_label)}</text>']
+        if not pts:
+            parts.append(f'<text x="{left + w / 2}" y="{top + h / 2}" text-anchor="middle" '
+                         'fill="#888">no points yet</text></svg>')
+            return "".join(parts)
+        x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
+        y0, y1 = min(ty(p[1]) for p in pts), max(ty(p[1]) for p in pts)
+        x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
+
+        def sx(x):
+            return f"{left + (x - x0) / (x1 - x0) * w:.1f}"
+
+        def sy(y):
+            return f"{top + h - (ty(y) - y0) / (y1 - y0) * h:.1f}"
+
+        for x, anchor in ((x0, "start"), (x1, "end")):
+            parts.append(f'<text x="{sx(x)}" y="{top + h + 13}" text-anchor="{anchor}">{x:.4g}</text>')
+        for y in (y0, y1):
+            value = 10 ** y if self.log_y else y
+            parts.append(f'<text x="{left - 4}" y="{sy(value)}" text-anchor="end" '
+                         f'dominant-baseline="middle">{value:.3g}</text>')
+        legend = 0
+        for ln in lines:
+            style = (f'stroke="{ln["color"]}" stroke-width="{ln["width"]}" opacity="{ln["opacity"]}"'
+                     + (' stroke-dasharray="6 4"' if ln["dash"] else ""))
+            keep = [(ln["x"][i], ln["y"][i]) for i in downsample(len(ln["x"]), max_points)]
+            path, pen = [], "M"
+            for x, y in keep:
+                if not (math.isfinite(x) and math.isfinite(y)) or (self.log_y and y <= 0):
+                    pen = "M"  # a gap
+                    continue
+                path.append(f"{pen}{sx(x)} {sy(y)}")
+                pen = "L"
+            if path:
+                parts.append(f'<path d="{"".join(path)}" fill="none" {style}/>')
+            if ln["markers"]:
+                parts += [f'<circle cx="{sx(x)}" cy="{sy(y)}" r="2.5" fill="{ln["color"]}"/>'
+                          for x, y in keep if math.isfinite(y) and (y > 0 or not self.log_y)]
+            if ln["name"]:
+                y = top + 12 + 14 * legend
+                parts.append(f'<line x1="{left + w - 150}" x2="{left + w - 134}" y1="{y - 4}" y2="{y - 4}" '
+                             f'{style}/><text x="{left + w - 128}" y="{y}">{html.escape(ln["name"])}</text>')
+                legend += 1
+        parts.append("</svg>")
+        return "".join(parts)

@@ -52,6 +52,11 @@ class RunComparison(TrainerView, W.VBox):
 
     def _redraw_now(self, trainer, _):
         self.redraw(force=True)
+        self.refresh_snapshot()
+
+    def _static_html(self) -> str:
+        """The chart as SVG, and the status line."""
+        return self.chart.svg(max_points=200) + self.status.value
 
     def _draw(self):
         x = "step" if self.x_axis.value == "steps" else "tokens"

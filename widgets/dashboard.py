@@ -217,10 +217,12 @@ class TrainingDashboard(TrainerView, W.VBox):
 
     def _on_end(self, trainer, state):
         self.redraw(force=True)
+        self.refresh_snapshot()
 
     def _on_failure(self, trainer, error):
         self.redraw(force=True)
         self._show(self._failure_message(error), "error")
+        self.refresh_snapshot()
 
     def _on_trainer_reset(self, trainer, _):
         self.curves.reset()
@@ -458,6 +460,12 @@ class TrainingDashboard(TrainerView, W.VBox):
                  f"ETA {_fmt_time(eta)}"]
         self.stats.value = ('<span style="padding-left:12px">'
                             + " · ".join(parts) + "</span>")
+
+    def _static_html(self) -> str:
+        """Status, the loss and learning-rate charts as SVG, and the samples, as drawn."""
+        return (f"<div>{self.counter.value}{self.stats.value}{self.state_label.value}</div>"
+                f"{self.error.value}{self.loss_chart.svg()}<br>{self.lr_chart.svg()}"
+                f"<div><b>samples</b> (newest first){self.samples.value}</div>")
 
     # ---- blocking use -------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ NEIGHBOURS = 5
 CLASSES = {"vowel": "#d62728", "consonant": "#1f77b4", "upper case": "#9467bd", "digit": "#2ca02c",
            "punctuation/space": "#7f7f7f", "other": "#ff7f0e"}
 COLOURS = {"character class": "class", "token id / position": "index", "one colour": "none"}
+VIRIDIS = ((68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37))
 WHITESPACE = " \t\n\r\u2423\u21b5\u2192\u240d"  # and lmlab's visible marks of it: ␣ ↵ → ␍
 
 
@@ -229,9 +230,50 @@ class EmbeddingMap(TrainerView, W.VBox):
                                encoding="utf-8")
         return snippet
 
+    def _static_html(self) -> str:
+        """The map as inline SVG (tens of kB; `to_html` inlines plotly.js, megabytes): the
+        first two components, points coloured and labelled as drawn, and the status."""
+        p = self.projection
+        if p is None:
+            return self.status.value
+        size, pad = 560, 40
+        xy = p.coords[:, :2].tolist()
+        xs, ys = [v[0] for v in xy], [v[1] for v in xy]
+        x0, y0 = min(xs), min(ys)
+        scale = (size - 2 * pad) / (max(max(xs) - x0, max(ys) - y0) or 1.0)  # both axes, as drawn
+        parts, legend = [], []
+        for trace in self._traces():
+            colours = trace["marker"]["color"]
+            if isinstance(colours, str):
+                legend.append(f'<span style="color:{colours}">● {html.escape(trace["name"])}</span>')
+            for i, (x, y) in enumerate(zip(trace["x"].tolist(), trace["y"].tolist())):
+                fill = colours if isinstance(colours, str) else _viridis(colours[i] / max(1, len(xs) - 1))
+                cx, cy = pad + (x - x0) * scale, size - pad - (y - y0) * scale
+                parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="3" fill="{fill}"/>')
+                if trace["mode"] == "markers+text":
+                    parts.append(f'<text x="{cx:.1f}" y="{cy - 5:.1f}" text-anchor="middle">'
+                                 f'{trace["text"][i]}</text>')
+        titles = [f"PC{i + 1} ({float(v):.0%} of variance)" for i, v in enumerate(p.explained)]
+        note = " (the first two of three components)" if p.dims == 3 else ""
+        return (f"<b>{html.escape(str(self.figure.layout.title.text or ''))}</b>{note}{self.status.value}"
+                f"<div style='font:12px sans-serif'>{' '.join(legend)}</div>"
+                f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" viewBox="0 0 {size} '
+                f'{size}" style="font:10px sans-serif;max-width:100%;background:#f7f7f7">{"".join(parts)}'
+                f'<text x="{size / 2}" y="{size - 8}" text-anchor="middle">{titles[0]}</text>'
+                f'<text transform="translate(12,{size / 2}) rotate(-90)" text-anchor="middle">{titles[1]}'
+                "</text></svg>")
+
     def _controls(self) -> list:
         return [self.which_box, self.dims_box, self.colour_box]
 
     def _show(self, message: str, kind: str) -> None:
         self.status.value = message_html(message, kind)
 
+
+
+def _viridis(t: float) -> str:
+    """A colour of the Viridis scale at t in [0, 1]."""
+    at = min(max(t, 0.0), 1.0) * (len(VIRIDIS) - 1)
+    i = min(int(at), len(VIRIDIS) - 2)
+    rgb = [round(a + (b - a) * (at - i)) for a, b in zip(VIRIDIS[i], VIRIDIS[i + 1])]
+    return f"rgb({rgb[0]},{rgb[1]},{rgb[2]})"

@@ -160,6 +160,9 @@ class TokenizerPlayground(TrainerView, W.VBox):
                 + "</div>")
         return f"<div class='lmlab-playground'>{''.join(rows)}</div>"
 
+    def _static_html(self) -> str:
+        return self.to_html() + self.summary.value + self.status.value
+
     def _controls(self) -> list:
         return [self.text_box, *self.sliders.values()]
 

@@ -10,6 +10,7 @@ where another was taken before keeps the old continuation as a branch.
 
 from __future__ import annotations
 
+import html
 import math
 import pathlib
 
@@ -36,6 +37,22 @@ class TokenChips(anywidget.AnyWidget):
     clickable = traitlets.Bool(True).tag(sync=True)
     clicked = traitlets.Dict().tag(sync=True)
 
+    def to_html(self) -> str:
+        """The chips as static spans, tinted as `tokens.js` tints them, the probability
+        and rank on hover."""
+        spans = []
+        for chip in self.chips:
+            text = html.escape(chip["text"], quote=False)
+            p = chip["prob"]
+            if p is None:
+                spans.append(f"<span style='color:#555'>{text}</span>")
+                continue
+            tint = f"rgb({round(250 - 120 * p)},{round(200 + 40 * p)},{round(200 - 40 * p)})"
+            spans.append(f"<span title='probability {p:.3f}, rank {chip['rank']}' style='background:"
+                         f"{tint};padding:1px 1px;border-radius:3px'>{text}</span>")
+        return (f"<div class='lmlab-chips' data-chips='{len(self.chips)}' style='font:14px monospace;"
+                f"line-height:1.9;white-space:pre-wrap'>{''.join(spans)}</div>")
+
 
 class CandidateBars(anywidget.AnyWidget):
     """`rows`: dicts with id, text, prob (drawn with), raw (the model's), removed_by (None,
@@ -45,6 +62,18 @@ class CandidateBars(anywidget.AnyWidget):
     _css = HERE / "stepper.css"
     rows = traitlets.List(traitlets.Dict()).tag(sync=True)
     picked = traitlets.Dict().tag(sync=True)
+
+    def to_html(self) -> str:
+        """The rows as a static table of bars: kept tokens blue, removed ones grey."""
+        top = max([1e-9] + [max(r["prob"], r["raw"]) for r in self.rows])
+        cells = "".join(
+            f"<tr><td><code>{html.escape(r['text'], quote=False)}</code></td><td><span style='display:"
+            f"inline-block;height:10px;width:{160 * r['prob'] / top:.0f}px;background:"
+            f"{'#c8c8c8' if r['removed_by'] else '#1c5d99'}'></span></td>"
+            f"<td>{r['removed_by'] or format(r['prob'], '.3f')}</td><td>{r['raw']:.3f}</td></tr>"
+            for r in self.rows)
+        return ("<table class='lmlab-bars' style='font:12px sans-serif'><tr><th>next token</th>"
+                f"<th>drawn with</th><th></th><th>the model</th></tr>{cells}</table>")
 
 
 class SamplingStepper(TrainerView, W.VBox):
@@ -198,6 +227,13 @@ class SamplingStepper(TrainerView, W.VBox):
         top = sorted(d.ids, key=lambda i: (-raw[i], i))[: self.candidates.value]
         self.bars.rows = [{"id": i, "text": text[i], "prob": probs[i], "raw": raw[i],
                            "removed_by": d.removed_by.get(i)} for i in top]
+
+    def _static_html(self) -> str:
+        """The text as chips, the stats, and the candidates for the next token."""
+        return (self.chips.to_html() + self.stats.value + self.status.value
+                + f"<div style='font:12px sans-serif'>temperature {self.stepper.temperature:g} · "
+                  f"top-k {self.stepper.top_k or 'off'} · top-p {self.stepper.top_p or 'off'}</div>"
+                + self.bars.to_html())
 
     # ---- errors -----------------------------------------------------------------------------
 

@@ -105,5 +105,9 @@ class TokenSurprise(TrainerView, W.VBox):
                 f"{s.perplexity:.2f} · <span style='background:#82f0b4'>&nbsp;expected&nbsp;</span>"
                 f" <span style='background:#fac8c8'>&nbsp;surprising&nbsp;</span></span>")
 
+    def _static_html(self) -> str:
+        """The chips, tinted by probability, the stats and the status line."""
+        return self.chips.to_html() + self.stats.value + self.status.value
+
     def _show(self, message: str, kind: str) -> None:
         self.status.value = message_html(message, kind) if message else ""

@@ -4,6 +4,10 @@
 that keep prompts and windowing out of the way, and a fresh workspace; `page` is a
 headless Chromium page; `Lab` helpers open a notebook, run it, find widgets by the CSS
 classes lmlab's widgets set, click, read text and save screenshots.
+
+`lab` serves at the root (`/`) unless a test asks for a base URL, as Binder and JupyterHub
+serve JupyterLab (`/user/<name>/`): `@pytest.mark.parametrize("lab", [BASE_URL],
+indirect=True)`; `LabServer.url` and `notebook_url` then include it.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu",
                   "--disable-background-networking", "--disable-component-update",
                   "--disable-sync", "--no-first-run", "--disable-quic"]
 SCREENSHOTS = Path(__file__).parent / "screenshots"
+BASE_URL = "/user/lmlab-test/"  # as JupyterHub and Binder serve a user's server
 
 USER_SETTINGS = {
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
@@ -58,9 +63,11 @@ def _free_port() -> int:
 
 
 class LabServer:
-    def __init__(self, root: Path, port: int, token: str, proc: subprocess.Popen, log: Path):
+    def __init__(self, root: Path, port: int, token: str, proc: subprocess.Popen, log: Path,
+                 base_url: str = "/"):
         self.root, self.port, self.token, self.proc, self.log = root, port, token, proc, log
-        self.url = f"http://127.0.0.1:{port}"
+        self.base_url = base_url  # "/" or e.g. "/user/lmlab-test/"
+        self.url = f"http://127.0.0.1:{port}{base_url.rstrip('/')}"  # no trailing slash
 
     def notebook_url(self, name: str, frontend: str = "lab") -> str:
         """`lab`: JupyterLab 4; `notebook`: Notebook 7 (same server)."""
@@ -69,10 +76,19 @@ class LabServer:
         return f"{self.url}/lab/tree/{name}?token={self.token}&reset"
 
 
+def _base_url(value: str | None) -> str:
+    """`None` or "/" is the root; else "/user/x" -> "/user/x/"."""
+    if not value or value == "/":
+        return "/"
+    return "/" + value.strip("/") + "/"
+
+
 @pytest.fixture
-def lab(tmp_path, chromium_path, data_dir):
+def lab(tmp_path, chromium_path, data_dir, request):
     """A JupyterLab server on 127.0.0.1, its root a temporary folder; stopped and removed
-    after the test."""
+    after the test. At the root URL, or under the base URL given by indirect
+    parametrization (`@pytest.mark.parametrize("lab", [BASE_URL], indirect=True)`)."""
+    base_url = _base_url(getattr(request, "param", None))
     root = tmp_path / "root"
     root.mkdir()
     settings = tmp_path / "settings"
@@ -90,6 +106,8 @@ def lab(tmp_path, chromium_path, data_dir):
            f"--JupyterNotebookApp.user_settings_dir={settings}",
            f"--JupyterNotebookApp.workspaces_dir={tmp_path / 'workspaces'}",
            "--JupyterNotebookApp.expose_app_in_browser=True"]
+    if base_url != "/":
+        cmd.append(f"--ServerApp.base_url={base_url}")
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
@@ -97,7 +115,7 @@ def lab(tmp_path, chromium_path, data_dir):
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
                                 cwd=root)
-    server = LabServer(root, port, token, proc, log)
+    server = LabServer(root, port, token, proc, log, base_url)
     deadline = time.monotonic() + 90
     while True:
         try:
