@@ -10,8 +10,9 @@ cell never multiplies the work.
 Every view's output also carries a static snapshot (`text/html`, from `_static_html`)
 beside the live widget, so a notebook shows its views where widgets do not run:
 nbconvert's HTML, nbviewer, an untrusted notebook in JupyterLab. The snapshot is made
-when the view is displayed; `refresh_snapshot` replaces it later (trainer views do at
-the end of each run, and `close` leaves the last snapshot in place of the widget).
+when the view is displayed; `refresh_snapshot` replaces it later (the dashboard and the
+run comparison do at the end of each run), and `close` leaves the last snapshot in
+place of the widget.
 """
 
 from __future__ import annotations

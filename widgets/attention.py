@@ -353,8 +353,7 @@ class AttentionExplorer(TrainerView, W.VBox):
         columns = [c for c, _ in SUMMARY_COLUMNS]
         header = "".join(f"<th>{html.escape(label)}</th>" for _, label in SUMMARY_COLUMNS)
         rows = "".join(
-            ("<tr class=\"lmlab-selected\" style=\"background:#fde3dc\">"
-             if (r["layer"], r["head"]) == (layer, head) else "<tr>")
+            ("<tr class=\"lmlab-selected\">" if (r["layer"], r["head"]) == (layer, head) else "<tr>")
             + "".join(f"<td>{_cell(r[c])}</td>" for c in columns)
             + f"<td>{'yes' if (r['layer'], r['head']) in off else ''}</td></tr>"
             for r in self.summary)
