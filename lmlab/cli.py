@@ -3,6 +3,7 @@
     lmlab train --corpus shakespeare --preset tiny --steps 2000 --out runs/x
     lmlab sample runs/x --prompt "ROMEO:" --tokens 200 --temperature 0.8 --top-k 40
     lmlab lab [FOLDER] [--copy-only] [-- JUPYTER-LAB-ARGS]
+    lmlab export-slides notebooks/02_attention.ipynb [--out deck.html] [--execute]
 """
 
 from __future__ import annotations
@@ -108,6 +109,14 @@ def cmd_lab(args) -> None:
     sys.exit(subprocess.call([sys.executable, "-m", "jupyter", "lab", *args.jupyter_args], cwd=folder))
 
 
+def cmd_export_slides(args) -> None:
+    import subprocess
+
+    extra = (["--out", args.out] if args.out else []) + (["--execute"] if args.execute else [])
+    # it lives with the widgets, which the engine never imports
+    sys.exit(subprocess.call([sys.executable, "-m", "lmlab.widgets.slides", args.notebook, *extra]))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmlab", description="A lab for small language models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -154,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "there are kept as they are")
     lab.add_argument("--copy-only", action="store_true", help="copy the lessons, open nothing")
     lab.set_defaults(func=cmd_lab)
+
+    x = sub.add_parser("export-slides", help="a notebook as a static HTML slide deck that works offline")
+    x.add_argument("notebook")
+    x.add_argument("--out", default=None, help="the deck's path (default: NOTEBOOK.slides.html)")
+    x.add_argument("--execute", action="store_true", help="run the notebook first, even with outputs")
+    x.set_defaults(func=cmd_export_slides)
     return parser
 
 

@@ -30,6 +30,7 @@ def test_each_lesson_is_set_up_stripped_and_a_deck(path):
     nbformat.validate(nb)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code[0].source == SETUP_CELL  # installs on Colab, widget manager, nothing elsewhere
+    assert code[0].metadata["slideshow"]["slide_type"] == "skip"  # not in a deck
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
     assert all(c.outputs == [] and c.execution_count is None for c in code), "outputs not stripped"
     assert all(c.metadata.get("slideshow", {}).get("slide_type") for c in nb.cells)

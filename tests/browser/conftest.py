@@ -7,7 +7,7 @@ classes lmlab's widgets set, click, read text and save screenshots.
 
 `lab` serves at the root (`/`) unless a test asks for a base URL, as Binder and JupyterHub
 serve JupyterLab (`/user/<name>/`): `@pytest.mark.parametrize("lab", [BASE_URL],
-indirect=True)`; `LabServer.url` and `notebook_url` then include it.
+indirect=True, ids=["user-base-url"])`; `LabServer.url` and `notebook_url` then include it.
 """
 
 from __future__ import annotations

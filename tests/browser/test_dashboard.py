@@ -234,6 +234,6 @@ def test_lesson_notebook_runs_and_shows_its_widgets(jlab):
                 " return s && s.dataset.series === '4' && Number(s.dataset.points) > 0; }")
     jlab.page.wait_for_function(compared, timeout=300_000)  # both runs trained, drawn live
     jlab.wait_kernel_idle(timeout=300_000)
-    jlab.page.locator(".lmlab-compare").scroll_into_view_if_needed()
+    jlab.page.locator(".lmlab-compare").first.scroll_into_view_if_needed()
     jlab.screenshot("lesson-comparison")
     assert not jlab.cell_errors()
