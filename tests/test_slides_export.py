@@ -35,7 +35,8 @@ CELLS = [
 def notebook(path, cells=CELLS):
     nb = nbformat.v4.new_notebook()
     for kind, source, slide_type in cells:
-        cell = nbformat.v4.new_markdown_cell(source) if kind == "markdown" else nbformat.v4.new_code_cell(source)
+        new = nbformat.v4.new_markdown_cell if kind == "markdown" else nbformat.v4.new_code_cell
+        cell = new(source)
         cell.metadata["slideshow"] = {"slide_type": slide_type}
         nb.cells.append(cell)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
