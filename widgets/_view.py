@@ -10,8 +10,8 @@ cell never multiplies the work.
 Every view's output also carries a static snapshot (`text/html`, from `_static_html`)
 beside the live widget, so a notebook shows its views where widgets do not run:
 nbconvert's HTML, nbviewer, an untrusted notebook in JupyterLab. The snapshot is made
-when the view is displayed; `refresh_snapshot` replaces it later (the dashboard and the
-run comparison do at the end of each run), and `close` leaves the last snapshot in
+when the view is displayed; `refresh_snapshot` replaces it later (every view of a
+trainer does at the end of each of its runs), and `close` leaves the last snapshot in
 place of the widget.
 """
 
@@ -44,6 +44,7 @@ class TrainerView:
         self._last_draw = 0.0
         self._draw_lock = threading.Lock()
         self.closed = False
+        self._trainers = list(trainers)
         if not trainers:  # a view of no trainer costs no training time: never retired
             return
         key = (type(self).__name__, tuple(sorted(id(t) for t in trainers)))
@@ -53,6 +54,9 @@ class TrainerView:
             older.retire("a newer view of this trainer was displayed (the cell ran again); "
                          "this one no longer updates")
         _current[key] = weakref.ref(self)
+
+    def _on_run_end(self, trainer, _) -> None:
+        self.refresh_snapshot()
 
     def _watch(self, trainer, event: str, method: str) -> None:
         """Call `self.<method>(trainer, payload)` on the trainer's `event`, guarded: an
@@ -168,6 +172,8 @@ class TrainerView:
 
         if self._display_id is None:
             self._display_id = f"lmlab-{uuid.uuid4().hex}"
+            for trainer in getattr(self, "_trainers", []):  # after the view's own handlers
+                self._watch(trainer, "end", "_on_run_end")
         display(self._bundle(), raw=True, display_id=self._display_id)
 
     def refresh_snapshot(self) -> None:

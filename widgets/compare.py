@@ -51,8 +51,7 @@ class RunComparison(TrainerView, W.VBox):
         self.status.value = message_html(message, kind)
 
     def _redraw_now(self, trainer, _):
-        self.redraw(force=True)
-        self.refresh_snapshot()
+        self.redraw(force=True)  # the snapshot follows (TrainerView._on_run_end)
 
     def _static_html(self) -> str:
         """The chart as SVG, and the status line."""
