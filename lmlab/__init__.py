@@ -18,8 +18,9 @@ from .errors import (
     TrainerStateError,
     TrainingError,
 )
-from .inspect import capture_attention
+from .inspect import capture_attention, logit_lens
 from .model import GPT, GPTConfig, best_device
+from .pretrained import from_pretrained
 from .reading import reading
 from .sampling import Stepper, beam_search, distribution, generate, next_token_distribution, score
 from .tokenizers import BPETokenizer, CharTokenizer, GPT2Tokenizer
@@ -31,7 +32,7 @@ __all__ = [
     "GPT", "GPTConfig", "best_device", "CharTokenizer", "BPETokenizer", "GPT2Tokenizer",
     "load_corpus", "TokenDataset", "CORPORA", "checkpoint",
     "Trainer", "TrainConfig", "generate", "next_token_distribution", "reading",
-    "capture_attention", "Stepper", "distribution", "beam_search", "score",
+    "capture_attention", "logit_lens", "from_pretrained", "Stepper", "distribution", "beam_search", "score",
     "LmlabError", "ConfigError", "TokenizerError", "CorpusError", "CorpusUnavailable",
     "ChecksumError", "DataError", "CheckpointError", "TrainerStateError", "TrainingError",
 ]

@@ -1,6 +1,7 @@
 """Looking inside a model: attention capture, per-head scores, head ablation, the top
-next-token predictions at a position, compact images of attention for a browser, and
-token and position embeddings projected on their principal components.
+next-token predictions at a position, compact images of attention for a browser,
+token and position embeddings projected on their principal components, and the logit
+lens (what each layer's residual stream would predict next).
 
 Attention of one sequence is a float32 CPU tensor [layer, head, query, key] (L, H, T, T):
 row q holds query q's probabilities over keys 0..q, summing to 1, zeros above the diagonal.
@@ -377,3 +378,119 @@ def nearest_neighbours(matrix: torch.Tensor, index: int, k: int = 5) -> list[tup
     sims[index] = -math.inf
     top = sims.topk(min(k, n - 1))
     return list(zip(top.indices.tolist(), top.values.tolist()))
+
+
+# ---- logit lens ---------------------------------------------------------------------------
+
+# where a Hugging Face causal LM keeps its final norm (GPT-2; Llama-likes; GPT-NeoX)
+_FINAL_NORMS = ("transformer.ln_f", "model.norm", "gpt_neox.final_layer_norm")
+
+
+@dataclass(eq=False)
+class LogitLens:
+    """What the residual stream predicts next after each layer, read through the model's
+    final norm and unembedding. Row 0 reads the embeddings (block 0's input), row l the
+    output of block l - 1 (l = 1..L), so row L is the model's own prediction.
+
+    Shapes: L blocks, T positions, k predictions kept per position, V vocabulary."""
+
+    ids: list[int]  # the T input token ids
+    tokens: list[str]  # their display strings, whitespace made visible
+    top_ids: torch.Tensor  # int64 [L + 1, T, k]: each row's k likeliest next tokens, likeliest first
+    top_probs: torch.Tensor  # float32 [L + 1, T, k]: their probabilities
+    top_tokens: list[list[str]]  # [L + 1][T]: display string of each row's likeliest next token
+    next_probs: torch.Tensor  # float32 [L + 1, T - 1]: the probability of the token that does come next
+    log_probs: torch.Tensor | None = None  # float32 [L + 1, T, V] on the CPU with full=True, else None
+
+    @property
+    def n_layer(self) -> int:
+        """L, the number of blocks (the lens has L + 1 rows)."""
+        return self.top_ids.size(0) - 1
+
+    @property
+    def labels(self) -> list[str]:
+        """The L + 1 row names: "embeddings", "block 0", ..., "block L-1" (after that block)."""
+        return ["embeddings"] + [f"block {i}" for i in range(self.n_layer)]
+
+
+def _final_norm(model) -> torch.nn.Module:
+    if isinstance(model, GPT):
+        return model.transformer.ln_f
+    for path in _FINAL_NORMS:
+        try:
+            return model.get_submodule(path)
+        except AttributeError:
+            continue
+    raise ConfigError(f"cannot find the final norm of a {type(model).__name__} (looked for "
+                      f"{', '.join(_FINAL_NORMS)}); the logit lens reads lmlab's GPT and GPT-2-like models")
+
+
+def _residual_stream(model, idx: torch.Tensor) -> list[torch.Tensor]:
+    """idx [1, T] -> the L + 1 residual streams [1, T, C]: the embeddings, then each block's
+    output, all before the final norm. A Hugging Face model's hidden_states end with the
+    final norm already applied, so its last stream is taken at the norm's input instead."""
+    if isinstance(model, GPT):
+        t = model.transformer
+        pos = torch.arange(idx.size(1), device=idx.device)
+        x = t.drop(t.wte(idx) + t.wpe(pos))
+        streams = [x]
+        for i, block in enumerate(t.h):
+            x = block(x, None, i)
+            streams.append(x)
+        return streams
+    seen = []
+    hook = _final_norm(model).register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    try:
+        out = model(input_ids=idx, output_hidden_states=True, use_cache=False)
+    finally:
+        hook.remove()
+    hidden = getattr(out, "hidden_states", None)
+    if not hidden or len(seen) != 1:
+        raise ConfigError(f"{type(model).__name__} did not give its hidden states and final norm "
+                          "input; the logit lens reads lmlab's GPT and GPT-2-like models")
+    return [*hidden[:-1], seen[0]]
+
+
+def logit_lens(model, text_or_ids, tokenizer=None, k: int = 1, *, full: bool = False) -> LogitLens:
+    """The logit lens (nostalgebraist, 2020) of one text (encoded with `tokenizer`) or list of
+    T ids: each of the L + 1 residual streams [T, C] decoded as if it were the last,
+    log_softmax(unembed(final_norm(x))) [T, V], the final norm (LayerNorm) recomputing its
+    mean and variance for that stream (not reusing the last layer's scale, as a cached
+    LayerNorm scale would). Keeps the top `k` per position ([L + 1, T, k]); with
+    `full=True` also every log-probability [L + 1, T, V] (GPT-2: 50257 floats per row and
+    position, about 2.6 GB for 12 layers × 1024 tokens).
+
+    Works on lmlab's `GPT` and a Hugging Face GPT-2 (`GPT2LMHeadModel`, read through its
+    hidden states); read through `reading(model)`. A text longer than the model's context
+    is refused, not cropped. The last row equals the model's own next-token prediction."""
+    ids = token_ids(model, text_or_ids, tokenizer, context_length(model))
+    vocab = model.config.vocab_size
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= vocab:
+        raise ConfigError(f"k={k!r} must be a whole number from 1 to the vocabulary size {vocab}")
+    show = display(tokenizer)
+    with reading(model):
+        idx = torch.tensor([ids], device=next(model.parameters()).device)
+        norm = _final_norm(model)
+        unembed = model.lm_head if isinstance(model, GPT) else model.get_output_embeddings()
+        if unembed is None:
+            raise ConfigError(f"{type(model).__name__} has no output embeddings to decode with")
+        target = torch.tensor(ids[1:], device=idx.device)
+        top_ids, top_probs, next_probs, everything = [], [], [], []
+        for x in _residual_stream(model, idx):
+            logp = F.log_softmax(unembed(norm(x[0])).float(), dim=-1)  # [T, V]
+            top = logp.topk(k, dim=-1)
+            top_ids.append(top.indices.cpu())
+            top_probs.append(top.values.exp().cpu())
+            next_probs.append(logp[:-1].gather(1, target[:, None])[:, 0].exp().cpu())
+            if full:
+                everything.append(logp.cpu())
+    top_ids = torch.stack(top_ids)
+    return LogitLens(
+        ids=ids,
+        tokens=[show(i) for i in ids],
+        top_ids=top_ids,
+        top_probs=torch.stack(top_probs),
+        top_tokens=[[show(i) for i in row] for row in top_ids[..., 0].tolist()],
+        next_probs=torch.stack(next_probs),
+        log_probs=torch.stack(everything) if full else None,
+    )

@@ -27,6 +27,9 @@ PRESETS: dict[str, dict] = {
     "small": dict(n_layer=6, n_head=6, n_embd=384, block_size=256),
 }
 
+# GPTConfig.activation -> nn.GELU's `approximate` argument
+ACTIVATIONS = {"gelu": "none", "gelu_tanh": "tanh"}
+
 
 @dataclass(frozen=True)
 class GPTConfig(Checked):
@@ -37,6 +40,7 @@ class GPTConfig(Checked):
     n_embd: int = 128
     dropout: float = 0.0
     bias: bool = True  # biases in Linear and LayerNorm layers, as GPT-2
+    activation: str = "gelu"  # the MLP's: "gelu" (exact, erf) or "gelu_tanh" (GPT-2's "gelu_new")
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -51,6 +55,9 @@ class GPTConfig(Checked):
             )
         if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout={self.dropout!r} must be in [0, 1), e.g. 0.0 or 0.2")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"activation={self.activation!r}; choose one of {sorted(ACTIVATIONS)} "
+                              "('gelu_tanh' is the tanh approximation GPT-2 was trained with)")
 
     @classmethod
     def preset(cls, name: str, **overrides) -> GPTConfig:
@@ -145,7 +152,7 @@ class MLP(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU()
+        self.gelu = nn.GELU(approximate=ACTIVATIONS[config.activation])
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
