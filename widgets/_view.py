@@ -58,6 +58,20 @@ class TrainerView:
     def _on_run_end(self, trainer, _) -> None:
         self.refresh_snapshot()
 
+    def _follow(self, trainer, every: int) -> None:
+        """Read the model again (`self.update()`) every `every` steps of `trainer` (0:
+        never) and whenever it is reset to new weights."""
+        self.every = every
+        self._watch(trainer, "step", "_update_every")
+        self._watch(trainer, "reset", "_update_on_reset")
+
+    def _update_every(self, trainer, row) -> None:
+        if self.every and trainer.step_count % self.every == 0:
+            self.update()
+
+    def _update_on_reset(self, trainer, _) -> None:
+        self.update()
+
     def _watch(self, trainer, event: str, method: str) -> None:
         """Call `self.<method>(trainer, payload)` on the trainer's `event`, guarded: an
         exception is shown in this view and training goes on."""

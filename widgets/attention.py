@@ -111,8 +111,7 @@ class AttentionExplorer(TrainerView, W.VBox):
         self.knock_button.observe(self.guarded(self._on_knock), "value")
         self.mode_box.observe(self.guarded(lambda _: self._draw_ablation()), "value")
         if trainer is not None:
-            self._watch(trainer, "step", "_on_step")
-            self._watch(trainer, "reset", "_on_trainer_reset")
+            self._follow(trainer, every)
         self._induction, self._induction_at = None, None  # scores, and the step they are of
         self.update()
 
@@ -137,13 +136,6 @@ class AttentionExplorer(TrainerView, W.VBox):
         self.summary = lens.head_summary(attention, induction=self._induction)
         self._show("", "")
         self.redraw(force=True)
-
-    def _on_step(self, trainer, row) -> None:
-        if self.every and trainer.step_count % self.every == 0:
-            self.update()
-
-    def _on_trainer_reset(self, trainer, _) -> None:
-        self.update()
 
     # ---- drawing -----------------------------------------------------------------------
 

@@ -95,8 +95,7 @@ class EmbeddingMap(TrainerView, W.VBox):
                               "value")
         self.colour_box.observe(self.guarded(lambda _: self.redraw(force=True)), "value")
         if trainer is not None:
-            self._watch(trainer, "step", "_on_step")
-            self._watch(trainer, "reset", "_on_trainer_reset")
+            self._follow(trainer, every)
         if not self.update(which, dims):  # a bad choice: say so, and show the token map
             failed = self.status.value
             if self.update("tokens", 2):
@@ -125,13 +124,6 @@ class EmbeddingMap(TrainerView, W.VBox):
     def _sync_controls(self) -> None:
         """Controls show what is drawn (their observers ignore what is already shown)."""
         self.which_box.value, self.dims_box.value = self.which, self.dims
-
-    def _on_step(self, trainer, row) -> None:
-        if self.every and trainer.step_count % self.every == 0:
-            self.update()
-
-    def _on_trainer_reset(self, trainer, _) -> None:
-        self.update()
 
     # ---- drawing -----------------------------------------------------------------------
 

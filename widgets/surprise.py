@@ -48,8 +48,7 @@ class TokenSurprise(TrainerView, W.VBox):
         self.add_class("lmlab-surprise")
         self.text_box.observe(self.guarded(lambda _: self.update()), "value")
         if trainer is not None:
-            self._watch(trainer, "step", "_on_step")
-            self._watch(trainer, "reset", "_on_trainer_reset")
+            self._follow(trainer, every)
         self.update()
 
     def update(self, text: str | None = None) -> None:
@@ -77,13 +76,6 @@ class TokenSurprise(TrainerView, W.VBox):
         self.score = score(self.model, self.tokenizer, ids, alternatives=self.alternatives)
         self._show(notice, "notice")
         self.redraw(force=True)
-
-    def _on_step(self, trainer, row) -> None:
-        if self.every and trainer.step_count % self.every == 0:
-            self.update()
-
-    def _on_trainer_reset(self, trainer, _) -> None:
-        self.update()
 
     def _draw(self) -> None:
         s = self.score
