@@ -231,17 +231,3 @@ def test_saved_widget_state_hides_the_snapshot_from_nbconvert_until_cleared(exec
                        notebook="saved_state.ipynb")
     assert "lmlab-static TrainingDashboard" in cleared and "unpkg" not in cleared
 
-
-def test_every_view_of_a_trainer_refreshes_its_snapshot_when_a_run_ends(trainer, monkeypatch):
-    import IPython.display
-
-    updates = []
-    monkeypatch.setattr(IPython.display, "display", lambda b, **kw: None)
-    monkeypatch.setattr(IPython.display, "update_display", lambda b, **kw: updates.append(b["text/html"]))
-    view = TokenSurprise(trainer=trainer, text="the lazy dog", every=10**6)  # no update while running
-    view._ipython_display_()
-    before = view._snapshot()
-    trainer.run(progress=False)
-    assert len(updates) == 1 and updates[0] == view._snapshot()
-    view.update()  # the weights changed: the chips the snapshot shows change too
-    assert view._snapshot() != before

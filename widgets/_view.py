@@ -10,9 +10,10 @@ cell never multiplies the work.
 Every view's output also carries a static snapshot (`text/html`, from `_static_html`)
 beside the live widget, so a notebook shows its views where widgets do not run:
 nbconvert's HTML, nbviewer, an untrusted notebook in JupyterLab. The snapshot is made
-when the view is displayed; `refresh_snapshot` replaces it later (every view of a
-trainer does at the end of each of its runs), and `close` leaves the last snapshot in
-place of the widget.
+when the view is displayed; `refresh_snapshot` replaces it later (the dashboard and the
+run comparison do at the end of each run: JupyterLab then draws the live widget anew,
+so views that are looked into, such as the explorer, keep their first snapshot), and
+`close` leaves the last snapshot in place of the widget.
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ class TrainerView:
         self._last_draw = 0.0
         self._draw_lock = threading.Lock()
         self.closed = False
-        self._trainers = list(trainers)
         if not trainers:  # a view of no trainer costs no training time: never retired
             return
         key = (type(self).__name__, tuple(sorted(id(t) for t in trainers)))
@@ -54,9 +54,6 @@ class TrainerView:
             older.retire("a newer view of this trainer was displayed (the cell ran again); "
                          "this one no longer updates")
         _current[key] = weakref.ref(self)
-
-    def _on_run_end(self, trainer, _) -> None:
-        self.refresh_snapshot()
 
     def _follow(self, trainer, every: int) -> None:
         """Read the model again (`self.update()`) every `every` steps of `trainer` (0:
@@ -186,8 +183,6 @@ class TrainerView:
 
         if self._display_id is None:
             self._display_id = f"lmlab-{uuid.uuid4().hex}"
-            for trainer in getattr(self, "_trainers", []):  # after the view's own handlers
-                self._watch(trainer, "end", "_on_run_end")
         display(self._bundle(), raw=True, display_id=self._display_id)
 
     def refresh_snapshot(self) -> None:

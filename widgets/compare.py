@@ -51,7 +51,8 @@ class RunComparison(TrainerView, W.VBox):
         self.status.value = message_html(message, kind)
 
     def _redraw_now(self, trainer, _):
-        self.redraw(force=True)  # the snapshot follows (TrainerView._on_run_end)
+        self.redraw(force=True)
+        self.refresh_snapshot()
 
     def _static_html(self) -> str:
         """The chart as SVG, and the status line."""

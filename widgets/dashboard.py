@@ -216,7 +216,8 @@ class TrainingDashboard(TrainerView, W.VBox):
         self._draw_samples()
 
     def _on_end(self, trainer, state):
-        self.redraw(force=True)  # the snapshot follows (TrainerView._on_run_end)
+        self.redraw(force=True)
+        self.refresh_snapshot()
 
     def _on_failure(self, trainer, error):
         self.redraw(force=True)
