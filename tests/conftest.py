@@ -28,3 +28,20 @@ def data_dir():
     if missing:
         pytest.fail(f"{path} lacks {missing}; point LMLAB_DATA_DIR at a folder holding them")
     return path
+
+
+@pytest.fixture
+def data(request):
+    """A character dataset of the test module's `TEXT`, context 32."""
+    from lmlab import TokenDataset
+
+    return TokenDataset(request.module.TEXT, block_size=32)
+
+
+@pytest.fixture
+def model(data):
+    """A tiny GPT for `data` (2 layers, 2 heads, 16 wide), the same weights every time."""
+    from lmlab import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=data.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=16))

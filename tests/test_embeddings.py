@@ -12,23 +12,13 @@ need("ipywidgets", "pip install -e .")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from lmlab import GPT, ConfigError, GPTConfig, TokenDataset  # noqa: E402
+from lmlab import ConfigError  # noqa: E402
 from lmlab import inspect as lens  # noqa: E402
 from lmlab.train import TrainConfig, Trainer  # noqa: E402
 from lmlab.widgets.embeddings import EmbeddingMap, character_class  # noqa: E402
 
 TEXT = "the quick brown fox jumps over the lazy dog. THE END 42!\n" * 200
 
-
-@pytest.fixture
-def data():
-    return TokenDataset(TEXT, block_size=32)
-
-
-@pytest.fixture
-def model(data):
-    torch.manual_seed(0)
-    return GPT(GPTConfig(vocab_size=data.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=16))
 
 
 def reference_pca(matrix: torch.Tensor, dims: int):

@@ -11,7 +11,7 @@ need("ipywidgets", "pip install -e .")
 
 import torch  # noqa: E402
 
-from lmlab import GPT, GPTConfig, TokenDataset  # noqa: E402
+from lmlab import GPT, GPTConfig  # noqa: E402
 from lmlab import inspect as lens  # noqa: E402
 from lmlab.train import Trainer  # noqa: E402
 from lmlab.widgets import AttentionExplorer  # noqa: E402
@@ -19,16 +19,6 @@ from lmlab.widgets.heads import HeadGrid, default_encoding  # noqa: E402
 
 TEXT = "the quick brown fox jumps over the lazy dog.\n" * 200
 
-
-@pytest.fixture
-def data():
-    return TokenDataset(TEXT, block_size=32)
-
-
-@pytest.fixture
-def model(data):
-    torch.manual_seed(0)
-    return GPT(GPTConfig(vocab_size=data.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=16))
 
 
 def z_of(explorer):

@@ -14,9 +14,7 @@ from _needs import need
 need("ipywidgets", "pip install -e .")
 
 import nbformat  # noqa: E402
-import torch  # noqa: E402
 
-from lmlab import GPT, GPTConfig, TokenDataset  # noqa: E402
 from lmlab.train import TrainConfig, Trainer  # noqa: E402
 from lmlab.widgets import (AttentionExplorer, EmbeddingMap, RunComparison, SamplingStepper,  # noqa: E402
                            TokenizerPlayground, TokenSurprise, TrainingDashboard)
@@ -34,16 +32,6 @@ model = GPT(GPTConfig(vocab_size=data.vocab_size, block_size=32, n_layer=2, n_he
 trainer = Trainer(model, data, TrainConfig(max_steps=20, batch_size=4, eval_interval=10,
                                            eval_batches=1, warmup_steps=5, device="cpu"))"""
 
-
-@pytest.fixture
-def data():
-    return TokenDataset(TEXT, block_size=32)
-
-
-@pytest.fixture
-def model(data):
-    torch.manual_seed(0)
-    return GPT(GPTConfig(vocab_size=data.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=16))
 
 
 @pytest.fixture

@@ -8,24 +8,13 @@ from _needs import need
 
 need("ipywidgets", "pip install -e .")
 
-import torch  # noqa: E402
 
-from lmlab import GPT, GPTConfig, TokenDataset, score  # noqa: E402
+from lmlab import score  # noqa: E402
 from lmlab.train import TrainConfig, Trainer  # noqa: E402
 from lmlab.widgets import TokenSurprise  # noqa: E402
 
 TEXT = "the quick brown fox jumps over the lazy dog.\n" * 200
 
-
-@pytest.fixture
-def data():
-    return TokenDataset(TEXT, block_size=32)
-
-
-@pytest.fixture
-def model(data):
-    torch.manual_seed(0)
-    return GPT(GPTConfig(vocab_size=data.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=16))
 
 
 def test_chips_show_the_models_probability_of_each_token(model, data):
