@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import time
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,6 +31,7 @@ from .errors import ConfigError, CorpusError, DataError
 from .files import atomic_write
 from .history import downsample
 from .model import GPT, GPTConfig, PRESETS
+from .tokenizers import CharTokenizer
 from .train import TrainConfig, Trainer
 
 FORMAT = "lmlab-sweep"
@@ -39,6 +39,22 @@ VERSION = 1
 
 # Training settings of every run unless `train=` says otherwise; max_steps comes from the budget.
 SWEEP_TRAIN = dict(batch_size=16, learning_rate=1e-3, warmup_steps=50, eval_interval=100, eval_batches=10)
+
+# The lesson's sweep: 4 layers, widths 16 to 192 (13 thousand to 1.8 million non-embedding
+# parameters, 135×), each trained on the same 1.15 million characters of Shakespeare.
+DEFAULT_SIZES = [dict(n_layer=4, n_head=4, n_embd=w) for w in (16, 32, 64, 128, 192)]
+DEFAULT_TOKENS = 1500 * 768
+
+# Shannon (1951) put the entropy of printed English near 1 bit per character: a prior for the
+# loss no character-level model of English text goes below, in nats.
+ENGLISH_NATS_PER_CHAR = math.log(2)
+
+
+def default_offset(tokenizer) -> float:
+    """The irreducible loss c to fix a priori in a fit, in nats per token: about 1 bit per
+    character for a character tokenizer (Shannon's estimate for English), else 0 (the
+    pure power law; a token of several characters carries more)."""
+    return ENGLISH_NATS_PER_CHAR if isinstance(tokenizer, CharTokenizer) else 0.0
 
 # ---- counting -----------------------------------------------------------------------------
 
@@ -79,7 +95,53 @@ def sweep(corpus, sizes, *, tokens_per_run: int | None = None, compute_budget: f
           eval_batches: int = 100, history_points: int = 200, progress: bool = True,
           on_run_start=None, on_run_end=None, trainer_hook=None) -> Sweep:
     """Train one model per entry of `sizes`, one after another, on the same data, and
-    return a `Sweep` (a list of dicts, one per run, in the order of `sizes`).
+    return a `Sweep` (a list of dicts, one per run, in the order of `sizes`). Blocking;
+    `lmlab.widgets.ScalingLab` runs the same `SweepPlan` live in a notebook.
+
+    corpus, sizes, tokens_per_run | compute_budget, out, train, block_size, eval_batches,
+        history_points: see `SweepPlan`.
+    on_run_start(i, config): called before run i (a `GPTConfig`) trains.
+    on_run_end(i, run): called after run i finished, trained or read from `out`.
+    trainer_hook(trainer): called with each new `Trainer` before it trains, e.g. to
+        subscribe a live chart with `trainer.on("step", ...)`.
+
+    Stopping a run (Ctrl-C, or `trainer.stop()`) ends the sweep: the runs finished so
+    far come back with `complete` False and a warning; the stopped run is not recorded.
+    """
+    plan = SweepPlan(corpus, sizes, tokens_per_run=tokens_per_run, compute_budget=compute_budget,
+                     out=out, train=train, block_size=block_size, eval_batches=eval_batches,
+                     history_points=history_points)
+    runs = Sweep()
+    runs.path = plan.path
+    for i, config in enumerate(plan.configs):
+        run = plan.runs[i]
+        if run is None:
+            if on_run_start is not None:
+                on_run_start(i, config)
+            trainer = plan.trainer(i)
+            if trainer_hook is not None:
+                trainer_hook(trainer)
+            trainer.run(progress=progress)
+            if trainer.state != "finished":  # stopped (Ctrl-C, or trainer.stop() from a hook)
+                runs.complete = False
+                warnings.warn(f"the sweep stopped during run {i}, which is not recorded; "
+                              + (f"the finished runs are in {plan.path}: call sweep again with the "
+                                 "same out= to resume" if plan.path is not None
+                                 else "pass out= to resume later"),
+                              stacklevel=2)
+                return runs
+            run = plan.record(i, trainer)
+        runs.append(run)
+        if on_run_end is not None:
+            on_run_end(i, run)
+    return runs
+
+
+class SweepPlan:
+    """The runs of a sweep, prepared: their shapes, budgets and settings, the results
+    already in `out`, a `Trainer` for each missing run (`trainer(i)`) and the record of a
+    finished one (`record(i, trainer)`). `sweep` trains them blocking; a widget can drive
+    each trainer with `start()` instead.
 
     corpus: a corpus name (see `lmlab.CORPORA`), a text (any other string), or a
         `TokenDataset`. Text is tokenized once, by characters; every run sees the same
@@ -101,70 +163,96 @@ def sweep(corpus, sizes, *, tokens_per_run: int | None = None, compute_budget: f
         not trained again, so an interrupted sweep resumes where it stopped.
     eval_batches: batches of each split for the final loss (`trainer.evaluate`).
     history_points: history rows kept per run, spread evenly (every evaluation kept).
-    on_run_start(i, config): called before run i (a `GPTConfig`) trains.
-    on_run_end(i, run): called after run i finished, trained or read from `out`.
-    trainer_hook(trainer): called with each new `Trainer` before it trains, e.g. to
-        subscribe a live chart with `trainer.on("step", ...)`.
 
     Each run's dict: "model" (GPTConfig fields), "train" (TrainConfig fields),
     "params", "params_embedding", "params_non_embedding" (N), "tokens" (D, trained on),
-    "steps", "flops" (6·N·D, N non-embedding), "wall_time" (seconds, building to final
-    evaluation), "train_loss", "val_loss" (nats/token, final evaluation), "history"
-    (History rows), "key" (what identifies the run in `out`) and "reused" (True when
-    read back from `out`; not stored).
-
-    Stopping a run (Ctrl-C, or `trainer.stop()`) ends the sweep: the runs finished so
-    far come back with `complete` False and a warning; the stopped run is not recorded.
+    "steps", "flops" (6·N·D, N non-embedding), "wall_time" (seconds spent in training
+    steps and evaluations), "train_loss", "val_loss" (nats/token, final evaluation),
+    "history" (History rows), "key" (what identifies the run in `out`) and "reused"
+    (True when read back from `out`; not stored).
     """
-    if (tokens_per_run is None) == (compute_budget is None):
-        raise ConfigError("give exactly one budget: tokens_per_run=... (the same tokens for every "
-                          "size) or compute_budget=... (the same FLOPs for every size)")
-    for name, value in (("tokens_per_run", tokens_per_run), ("compute_budget", compute_budget)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not math.isfinite(value) or value <= 0):
-            raise ConfigError(f"{name}={value!r} must be a positive number")
-    dataset = _dataset(corpus, block_size)
-    configs = _configs(sizes, dataset)
-    if dataset.block_size != configs[0].block_size:
-        dataset = dataset.with_block_size(configs[0].block_size)
-    base = _train_config(train)
-    data_id = _fingerprint(dataset)
-    path = Path(out) if out is not None else None
-    stored = _read(path) if path is not None else []
 
-    runs = Sweep()
-    runs.path = path
-    for i, config in enumerate(configs):
-        n = count_params(_build(config, base.seed))["params_non_embedding"]
-        target = tokens_per_run if tokens_per_run is not None else compute_budget / (6 * n)
-        cfg = _run_config(base, target, config.block_size, i)
+    def __init__(self, corpus, sizes, *, tokens_per_run: int | None = None,
+                 compute_budget: float | None = None, out=None,
+                 train: TrainConfig | dict | None = None, block_size: int = 64,
+                 eval_batches: int = 100, history_points: int = 200):
+        if (tokens_per_run is None) == (compute_budget is None):
+            raise ConfigError("give exactly one budget: tokens_per_run=... (the same tokens for every "
+                              "size) or compute_budget=... (the same FLOPs for every size)")
+        for name, value in (("tokens_per_run", tokens_per_run), ("compute_budget", compute_budget)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value) or value <= 0):
+                raise ConfigError(f"{name}={value!r} must be a positive number")
+        dataset = _dataset(corpus, block_size)
+        self.configs = _configs(sizes, dataset)
+        if dataset.block_size != self.configs[0].block_size:
+            dataset = dataset.with_block_size(self.configs[0].block_size)
+        self.dataset = dataset
+        self.eval_batches, self.history_points = eval_batches, history_points
+        self.base = _train_config(train)
+        self.path = Path(out) if out is not None else None
+        self._stored = _read(self.path) if self.path is not None else []
+        data_id = _fingerprint(dataset)
         budget = {"tokens_per_run": tokens_per_run} if tokens_per_run is not None \
             else {"compute_budget": compute_budget}
-        key = _jsonable({"model": config.to_dict(), "train": _train_key(cfg), "data": data_id,
-                         "budget": budget, "eval_batches": eval_batches})
-        run = next((r for r in stored if r.get("key") == key), None)
-        if run is None:
-            if on_run_start is not None:
-                on_run_start(i, config)
-            run = _train_one(config, dataset, cfg, eval_batches, history_points, progress, trainer_hook)
-            if run is None:  # stopped (Ctrl-C, or trainer.stop() from a hook): not recorded
-                runs.complete = False
-                warnings.warn(f"the sweep stopped during run {i}, which is not recorded; "
-                              + (f"the finished runs are in {path}: call sweep again with the same "
-                                 "out= to resume" if path is not None else "pass out= to resume later"),
-                              stacklevel=2)
-                return runs
-            run["key"] = key
-            stored.append(run)
-            if path is not None:
-                _write(path, stored)
-            run = {**run, "reused": False}
-        else:
-            run = {**run, "reused": True}
-        runs.append(run)
-        if on_run_end is not None:
-            on_run_end(i, run)
-    return runs
+        self.params, self.train_configs, self.keys = [], [], []
+        for i, config in enumerate(self.configs):
+            n = count_params(_build(config, self.base.seed))["params_non_embedding"]
+            target = tokens_per_run if tokens_per_run is not None else compute_budget / (6 * n)
+            cfg = _run_config(self.base, target, config.block_size, i)
+            self.params.append(n)
+            self.train_configs.append(cfg)
+            self.keys.append(_jsonable({"model": config.to_dict(), "train": _train_key(cfg),
+                                        "data": data_id, "budget": budget,
+                                        "eval_batches": eval_batches}))
+        # each run's record once finished (read back from `out`, or trained), else None
+        self.runs: list[dict | None] = [
+            next(({**r, "reused": True} for r in self._stored if r.get("key") == key), None)
+            for key in self.keys]
+
+    def __len__(self) -> int:
+        return len(self.configs)
+
+    def next_missing(self) -> int | None:
+        """The first run not finished yet, or None when all are."""
+        return next((i for i, run in enumerate(self.runs) if run is None), None)
+
+    def trainer(self, i: int) -> Trainer:
+        """A `Trainer` for run i: its model's first weights drawn by the sweep's seed, its
+        max_steps the run's budget."""
+        return Trainer(_build(self.configs[i], self.base.seed), self.dataset, self.train_configs[i])
+
+    def record(self, i: int, trainer: Trainer) -> dict:
+        """Run i's record from its finished `trainer` (after a final evaluation); kept in
+        `runs[i]` and written to `out`."""
+        if trainer.step_count < self.train_configs[i].max_steps:
+            raise ConfigError(f"run {i} is at step {trainer.step_count} of "
+                              f"{self.train_configs[i].max_steps}; record it once it has finished")
+        final = trainer.evaluate(self.eval_batches)
+        counts = count_params(trainer.model)
+        rows = trainer.history.to_json()
+        keep = sorted(set(downsample(len(rows), self.history_points)) |
+                      {j for j, r in enumerate(rows) if r["val_loss"] is not None})
+        run = {
+            "model": self.configs[i].to_dict(), "train": self.train_configs[i].to_dict(), **counts,
+            "tokens": trainer.tokens_seen, "steps": trainer.step_count,
+            "flops": training_flops(counts["params_non_embedding"], trainer.tokens_seen),
+            "wall_time": trainer.wall_time,
+            "train_loss": final["train_loss"], "val_loss": final["val_loss"],
+            "history": [rows[j] for j in keep], "key": self.keys[i],
+        }
+        self._stored = [r for r in self._stored if r.get("key") != run["key"]] + [run]
+        if self.path is not None:
+            _write(self.path, self._stored)
+        self.runs[i] = {**run, "reused": False}
+        return self.runs[i]
+
+    def results(self) -> Sweep:
+        """The finished runs, in the order of the sizes (`complete` False if some are missing)."""
+        runs = Sweep(run for run in self.runs if run is not None)
+        runs.path = self.path
+        runs.complete = len(runs) == len(self)
+        return runs
 
 
 def _dataset(corpus, block_size: int) -> TokenDataset:
@@ -247,31 +335,6 @@ def _build(config: GPTConfig, seed: int) -> GPT:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return GPT(config)
-
-
-def _train_one(config, dataset, cfg, eval_batches, history_points, progress, trainer_hook) -> dict | None:
-    """One run's record, or None when it was stopped before its last step."""
-    t0 = time.perf_counter()
-    model = _build(config, cfg.seed)
-    counts = count_params(model)
-    trainer = Trainer(model, dataset, cfg)
-    if trainer_hook is not None:
-        trainer_hook(trainer)
-    trainer.run(progress=progress)
-    if trainer.state != "finished":
-        return None
-    final = trainer.evaluate(eval_batches)
-    rows = trainer.history.to_json()
-    keep = sorted(set(downsample(len(rows), history_points)) |
-                  {j for j, r in enumerate(rows) if r["val_loss"] is not None})
-    return {
-        "model": config.to_dict(), "train": cfg.to_dict(), **counts,
-        "tokens": trainer.tokens_seen, "steps": trainer.step_count,
-        "flops": training_flops(counts["params_non_embedding"], trainer.tokens_seen),
-        "wall_time": time.perf_counter() - t0,
-        "train_loss": final["train_loss"], "val_loss": final["val_loss"],
-        "history": [rows[j] for j in keep],
-    }
 
 
 def _read(path: Path) -> list[dict]:

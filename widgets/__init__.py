@@ -10,8 +10,9 @@ from .compare import RunComparison
 from .dashboard import TrainingDashboard
 from .embeddings import EmbeddingMap
 from .playground import TokenizerPlayground
+from .scaling import ScalingLab
 from .stepper import SamplingStepper
 from .surprise import TokenSurprise
 
 __all__ = ["TrainingDashboard", "RunComparison", "AttentionExplorer", "head_view", "model_view",
-           "SamplingStepper", "TokenSurprise", "EmbeddingMap", "TokenizerPlayground"]
+           "SamplingStepper", "TokenSurprise", "EmbeddingMap", "TokenizerPlayground", "ScalingLab"]

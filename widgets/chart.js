@@ -73,7 +73,7 @@ function readLines(model) {
 function draw(model, el) {
   const width = Math.max(240, el.clientWidth || 600);
   const height = model.get("height");
-  const logY = model.get("log_y");
+  const logY = model.get("log_y"), logX = model.get("log_x");
   const series = readLines(model);
   el.replaceChildren();
   const root = svg("svg", { width, height, class: "lmlab-chart-svg", role: "img" }, el);
@@ -83,7 +83,8 @@ function draw(model, el) {
     model.get("title");
 
   const ty = (v) => (logY ? (v > 0 ? Math.log10(v) : NaN) : v);
-  const xs = series.flatMap((s) => Array.from(s.x));
+  const tx = (v) => (logX ? (v > 0 ? Math.log10(v) : NaN) : v);
+  const xs = series.flatMap((s) => Array.from(s.x, tx));
   const ys = series.flatMap((s) => Array.from(s.y, ty));
   let [x0, x1] = extent(xs);
   let [y0, y1] = extent(ys);
@@ -105,10 +106,11 @@ function draw(model, el) {
     svg("text", { x: MARGIN.left - 6, y: py(v) + 4, "text-anchor": "end" }, axes).textContent =
       logY ? label(Math.pow(10, v)) : label(v);
   }
-  for (const v of ticks(x0, x1, Math.max(2, Math.floor(plotW / 90)))) {
+  const xCount = Math.max(2, Math.floor(plotW / 90));
+  for (const v of logX ? logTicks(x0, x1, xCount) : ticks(x0, x1, xCount)) {
     svg("line", { x1: px(v), x2: px(v), y1: MARGIN.top, y2: MARGIN.top + plotH, class: "grid" }, axes);
     svg("text", { x: px(v), y: MARGIN.top + plotH + 16, "text-anchor": "middle" }, axes).textContent =
-      label(v);
+      logX ? label(Math.pow(10, v)) : label(v);
   }
   svg("text", { x: MARGIN.left + plotW / 2, y: height - 4, "text-anchor": "middle", class: "axis-title" },
     axes).textContent = model.get("x_label");
@@ -133,8 +135,9 @@ function draw(model, el) {
     let d = "", pen = false;
     for (let i = 0; i < x.length; i++) {
       const v = ty(y[i]);
-      if (!Number.isFinite(v) || !Number.isFinite(x[i])) { pen = false; continue; }
-      d += `${pen ? "L" : "M"}${px(x[i]).toFixed(1)},${py(v).toFixed(1)}`;
+      const u = tx(x[i]);
+      if (!Number.isFinite(v) || !Number.isFinite(u)) { pen = false; continue; }
+      d += `${pen ? "L" : "M"}${px(u).toFixed(1)},${py(v).toFixed(1)}`;
       pen = true;
     }
     svg("path", { d, fill: "none", stroke: s.color, "stroke-width": s.width || 2,
@@ -143,8 +146,9 @@ function draw(model, el) {
     if (s.markers) {
       for (let i = 0; i < x.length; i++) {
         const v = ty(y[i]);
-        if (!Number.isFinite(v) || !Number.isFinite(x[i])) continue;
-        const dot = svg("circle", { cx: px(x[i]), cy: py(v), r: 3, fill: s.color }, lines);
+        const u = tx(x[i]);
+        if (!Number.isFinite(v) || !Number.isFinite(u)) continue;
+        const dot = svg("circle", { cx: px(u), cy: py(v), r: 3, fill: s.color }, lines);
         svg("title", {}, dot).textContent = `${s.name}: ${label(y[i])} at ${label(x[i])}`;
       }
     }
@@ -158,7 +162,7 @@ function render({ model, el }) {
     if (frame !== null) return;
     frame = requestAnimationFrame(() => { frame = null; draw(model, el); });
   };
-  for (const name of ["series", "data", "title", "x_label", "y_label", "log_y", "height"]) {
+  for (const name of ["series", "data", "title", "x_label", "y_label", "log_y", "log_x", "height"]) {
     model.on(`change:${name}`, redraw);
   }
   const resize = new ResizeObserver(redraw);

@@ -36,8 +36,8 @@ def _floats(values) -> np.ndarray:
 
 
 class LineChart(anywidget.AnyWidget):
-    """Line chart as wide as its container, `height` pixels tall; y on a log scale with
-    `log_y`. Set its lines with `set_lines([line(...), ...])`."""
+    """Line chart as wide as its container, `height` pixels tall; y (x) on a log scale with
+    `log_y` (`log_x`). Set its lines with `set_lines([line(...), ...])`."""
 
     _esm = HERE / "chart.js"
     _css = HERE / "chart.css"
@@ -47,6 +47,7 @@ class LineChart(anywidget.AnyWidget):
     x_label = traitlets.Unicode("").tag(sync=True)
     y_label = traitlets.Unicode("").tag(sync=True)
     log_y = traitlets.Bool(False).tag(sync=True)
+    log_x = traitlets.Bool(False).tag(sync=True)
     height = traitlets.Int(300).tag(sync=True)
 
     def set_lines(self, lines: list[dict]) -> None:
@@ -79,8 +80,10 @@ class LineChart(anywidget.AnyWidget):
         w, h = width - left - right, height - top - bottom
         lines = self.lines()
         pts = [(x, y) for ln in lines for x, y in zip(ln["x"], ln["y"])
-               if math.isfinite(x) and math.isfinite(y) and (y > 0 or not self.log_y)]
+               if math.isfinite(x) and math.isfinite(y) and (y > 0 or not self.log_y)
+               and (x > 0 or not self.log_x)]
         ty = math.log10 if self.log_y else float
+        tx = math.log10 if self.log_x else float
         parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
                  f'viewBox="0 0 {width} {height}" style="font:11px sans-serif;max-width:100%">',
                  f'<text x="{left}" y="16" font-weight="bold">{html.escape(self.title)}</text>',
@@ -93,17 +96,18 @@ class LineChart(anywidget.AnyWidget):
             parts.append(f'<text x="{left + w / 2}" y="{top + h / 2}" text-anchor="middle" '
                          'fill="#888">no points yet</text></svg>')
             return "".join(parts)
-        x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
+        x0, x1 = min(tx(p[0]) for p in pts), max(tx(p[0]) for p in pts)
         y0, y1 = min(ty(p[1]) for p in pts), max(ty(p[1]) for p in pts)
         x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
 
         def sx(x):
-            return f"{left + (x - x0) / (x1 - x0) * w:.1f}"
+            return f"{left + (tx(x) - x0) / (x1 - x0) * w:.1f}"
 
         def sy(y):
             return f"{top + h - (ty(y) - y0) / (y1 - y0) * h:.1f}"
 
         for x, anchor in ((x0, "start"), (x1, "end")):
+            x = 10 ** x if self.log_x else x
             parts.append(f'<text x="{sx(x)}" y="{top + h + 13}" text-anchor="{anchor}">{x:.4g}</text>')
         for y in (y0, y1):
             value = 10 ** y if self.log_y else y
@@ -116,7 +120,8 @@ class LineChart(anywidget.AnyWidget):
             keep = [(ln["x"][i], ln["y"][i]) for i in downsample(len(ln["x"]), max_points)]
             path, pen = [], "M"
             for x, y in keep:
-                if not (math.isfinite(x) and math.isfinite(y)) or (self.log_y and y <= 0):
+                if not (math.isfinite(x) and math.isfinite(y)) or (self.log_y and y <= 0) \
+                        or (self.log_x and x <= 0):
                     pen = "M"  # a gap
                     continue
                 path.append(f"{pen}{sx(x)} {sy(y)}")
@@ -125,7 +130,8 @@ class LineChart(anywidget.AnyWidget):
                 parts.append(f'<path d="{"".join(path)}" fill="none" {style}/>')
             if ln["markers"]:
                 parts += [f'<circle cx="{sx(x)}" cy="{sy(y)}" r="2.5" fill="{ln["color"]}"/>'
-                          for x, y in keep if math.isfinite(y) and (y > 0 or not self.log_y)]
+                          for x, y in keep if math.isfinite(x) and math.isfinite(y)
+                          and (y > 0 or not self.log_y) and (x > 0 or not self.log_x)]
             if ln["name"]:
                 y = top + 12 + 14 * legend
                 parts.append(f'<line x1="{left + w - 150}" x2="{left + w - 134}" y1="{y - 4}" y2="{y - 4}" '
