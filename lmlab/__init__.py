@@ -18,6 +18,7 @@ from .errors import (
     TrainerStateError,
     TrainingError,
 )
+from .finetune import finetune, from_scratch
 from .inspect import capture_attention, logit_lens
 from .model import GPT, GPTConfig, best_device
 from .pretrained import from_pretrained
@@ -32,7 +33,8 @@ __all__ = [
     "GPT", "GPTConfig", "best_device", "CharTokenizer", "BPETokenizer", "GPT2Tokenizer",
     "load_corpus", "TokenDataset", "CORPORA", "checkpoint",
     "Trainer", "TrainConfig", "generate", "next_token_distribution", "reading",
-    "capture_attention", "logit_lens", "from_pretrained", "Stepper", "distribution", "beam_search", "score",
+    "capture_attention", "logit_lens", "from_pretrained",
+    "finetune", "from_scratch", "Stepper", "distribution", "beam_search", "score",
     "LmlabError", "ConfigError", "TokenizerError", "CorpusError", "CorpusUnavailable",
     "ChecksumError", "DataError", "CheckpointError", "TrainerStateError", "TrainingError",
 ]
