@@ -1,6 +1,7 @@
 """The lessons, executed top to bottom by nbval in quick mode (LMLAB_QUICK=1)."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,8 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.i
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[n.name for n in NOTEBOOKS])
 def test_notebook_runs_with_nbval(notebook, data_dir, tmp_path):
+    """Run from a copy: the kernel works in the notebook's folder, where lessons save files."""
+    notebook = Path(shutil.copy(notebook, tmp_path / notebook.name))
     env = {**os.environ, "LMLAB_QUICK": "1", "LMLAB_DATA_DIR": str(data_dir)}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider",

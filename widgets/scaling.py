@@ -331,8 +331,9 @@ class ScalingLab(TrainerView, W.VBox):
         self.stop_button.disabled = not alive or blocking
 
     def _table(self) -> str:
-        head = ("<tr><th>size (layers×width)</th><th>N (non-embedding)</th><th>tokens D</th>"
-                "<th>compute C</th><th>val loss</th><th>time</th><th></th></tr>")
+        head = "<tr>" + "".join(f'<th style="padding:1px 10px;text-align:left">{h}</th>' for h in (
+            "size (layers×width)", "N (non-embedding)", "tokens D", "compute C", "val loss", "time",
+            "")) + "</tr>"
         rows = []
         for i, config in enumerate(self.plan.configs):
             run = self.plan.runs[i]
@@ -346,7 +347,8 @@ class ScalingLab(TrainerView, W.VBox):
                 cells += [f"{run['tokens']:,}", f"{run['flops']:.2e}", f"{run['val_loss']:.4f}",
                           f"{run['wall_time']:.0f} s", f"from {self.plan.path.name}" if run["reused"]
                           and self.plan.path is not None else ""]
-            rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+            rows.append("<tr>" + "".join(f'<td style="padding:1px 10px">{html.escape(str(c))}</td>'
+                                         for c in cells) + "</tr>")
         return ('<table class="lmlab-table" style="border-collapse:collapse;font-size:12px">'
                 f"{head}{''.join(rows)}</table>")
 

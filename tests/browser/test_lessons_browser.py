@@ -18,6 +18,8 @@ VIEWS = {  # what each lesson must show, drawn by its front end
                           ".lmlab-surprise .lmlab-chips .lmlab-chip"],
     "04_embeddings_and_positions.ipynb": [".lmlab-embeddings .js-plotly-plot"],
     "05_tokenizers.ipynb": [".lmlab-playground .lmlab-token-row .lmlab-chip"],
+    "06_scaling_laws.ipynb": [".lmlab-scaling .lmlab-scaling-curves svg path.series",
+                              ".lmlab-scaling .lmlab-scaling-fit svg circle"],
 }
 ALL_RAN = ("() => { const cells = jupyterapp.shell.currentWidget.content.widgets;"
            " return cells.every(c => c.model.type !== 'code' || (c.model.executionCount !== null"
@@ -42,6 +44,7 @@ def test_lesson_runs_in_jupyterlab(quick, jlab_only, name):
     jlab.page.wait_for_function(ALL_RAN, timeout=600_000, polling=500)
     jlab.wait_kernel_idle(timeout=300_000)
     assert not jlab.cell_errors(), "\n".join(e[-1500:] for e in jlab.cell_errors())
-    for selector in VIEWS[name]:
+    for i, selector in enumerate(VIEWS[name]):
         wait_until(lambda: jlab.page.locator(selector).count() > 0, timeout=60, what=selector)
+        jlab.element_screenshot(selector.split()[0], f"{Path(name).stem}-view-{i}")
     jlab.screenshot(Path(name).stem)
