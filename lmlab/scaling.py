@@ -207,7 +207,7 @@ class SweepPlan:
                                         "eval_batches": eval_batches}))
         # each run's record once finished (read back from `out`, or trained), else None
         self.runs: list[dict | None] = [
-            next(({**r, "reused": True} for r in self._stored if r.get("key") == key), None)
+            next(({**r, "reused": True} for r in self._stored if _same_run(r.get("key"), key)), None)
             for key in self.keys]
 
     def __len__(self) -> int:
@@ -241,7 +241,7 @@ class SweepPlan:
             "train_loss": final["train_loss"], "val_loss": final["val_loss"],
             "history": [rows[j] for j in keep], "key": self.keys[i],
         }
-        self._stored = [r for r in self._stored if r.get("key") != run["key"]] + [run]
+        self._stored = [r for r in self._stored if not _same_run(r.get("key"), run["key"])] + [run]
         if self.path is not None:
             _write(self.path, self._stored)
         self.runs[i] = {**run, "reused": False}
@@ -316,6 +316,17 @@ def _run_config(base: TrainConfig, tokens: float, block_size: int, i: int) -> Tr
 def _train_key(cfg: TrainConfig) -> dict:
     """Settings that change what a run learns (where it runs does not count)."""
     return {k: v for k, v in cfg.to_dict().items() if k not in ("device", "compile")}
+
+
+def _same_run(stored, key: dict) -> bool:
+    """Whether a run read from `out` is the run `key` describes. A setting added to lmlab
+    after the file was written is absent from its key: the run matches when the new
+    setting is at its default (the run was trained as if it had been)."""
+    if not isinstance(stored, dict) or not isinstance(stored.get("train"), dict):
+        return False
+    defaults = TrainConfig().to_dict()
+    train = {**{k: v for k, v in _jsonable(defaults).items() if k in key["train"]}, **stored["train"]}
+    return {**stored, "train": train} == key
 
 
 def _fingerprint(dataset: TokenDataset) -> str:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lmlab import GPT, ConfigError, CorpusError, DataError, GPTConfig, load_corpus
-from lmlab.scaling import count_params, fit_power_law, sweep
+from lmlab.scaling import SweepPlan, count_params, fit_power_law, sweep
 
 N = np.logspace(3, 8, 12)
 WIDTHS = (16, 32, 64)
@@ -153,6 +153,20 @@ def test_sweep_resumes_without_training_again(swept, text):
     assert all(r["reused"] for r in again)
     assert again.column("wall_time") == runs.column("wall_time")
     assert again.column("val_loss") == runs.column("val_loss")
+
+
+def test_a_file_from_before_a_setting_existed_is_read_back_at_its_default(swept, text, tmp_path):
+    _, _, out = swept
+    old = json.loads(out.read_text())
+    for run in old["runs"]:  # as written before lmlab had grad_clip
+        assert run["key"]["train"].pop("grad_clip") == 1.0
+    older = tmp_path / "older.json"
+    older.write_text(json.dumps(old))
+    plan = SweepPlan(text, SIZES, tokens_per_run=TOKENS, out=older, block_size=32, eval_batches=50, train=TRAIN)
+    assert plan.next_missing() is None
+    other = SweepPlan(text, SIZES, tokens_per_run=TOKENS, out=older, block_size=32, eval_batches=50,
+                      train={**TRAIN, "grad_clip": 0.5})
+    assert other.next_missing() == 0
 
 
 def test_sweep_trains_only_what_is_missing_and_reproduces_it(swept, text, tmp_path):
