@@ -9,10 +9,13 @@ from .bertviz_views import head_view, model_view
 from .compare import RunComparison
 from .dashboard import TrainingDashboard
 from .embeddings import EmbeddingMap
+from .lens import LogitLensView
+from .model_compare import ModelComparison
 from .playground import TokenizerPlayground
 from .scaling import ScalingLab
 from .stepper import SamplingStepper
 from .surprise import TokenSurprise
 
 __all__ = ["TrainingDashboard", "RunComparison", "AttentionExplorer", "head_view", "model_view",
-           "SamplingStepper", "TokenSurprise", "EmbeddingMap", "TokenizerPlayground", "ScalingLab"]
+           "SamplingStepper", "TokenSurprise", "EmbeddingMap", "TokenizerPlayground", "ScalingLab",
+           "LogitLensView", "ModelComparison"]
