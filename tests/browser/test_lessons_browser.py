@@ -20,6 +20,10 @@ VIEWS = {  # what each lesson must show, drawn by its front end
     "05_tokenizers.ipynb": [".lmlab-playground .lmlab-token-row .lmlab-chip"],
     "06_scaling_laws.ipynb": [".lmlab-scaling .lmlab-scaling-curves svg path.series",
                               ".lmlab-scaling .lmlab-scaling-fit svg circle"],
+    "07_pretrain_finetune.ipynb": [".lmlab-compare .lmlab-compare-chart svg path.series",
+                                   ".lmlab-compare-models .lmlab-compare-model"],
+    "08_inside_gpt2.ipynb": [".lmlab-attention canvas", ".lmlab-stepper .lmlab-bar-row",
+                             ".lmlab-lens .js-plotly-plot"],
 }
 ALL_RAN = ("() => { const cells = jupyterapp.shell.currentWidget.content.widgets;"
            " return cells.every(c => c.model.type !== 'code' || (c.model.executionCount !== null"
