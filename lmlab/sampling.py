@@ -157,6 +157,16 @@ def distribution(logits: torch.Tensor, tokenizer=None, temperature: float = 1.0,
     return _distribution(logits, display(tokenizer), temperature, top_k, top_p)
 
 
+def divergence(p: torch.Tensor, q: torch.Tensor) -> dict:
+    """Between two next-token distributions p, q (probabilities [V]): total variation
+    ½·Σ|p − q| (0: the same, 1: no token in common) and KL(p‖q) = Σ p·log(p/q), KL(q‖p),
+    in nats (inf where one gives a token the other rules out)."""
+    p, q = p.double(), q.double()
+    kl = (torch.special.xlogy(p, p) - torch.special.xlogy(p, q)).sum()
+    back = (torch.special.xlogy(q, q) - torch.special.xlogy(q, p)).sum()
+    return {"tv": float(0.5 * (p - q).abs().sum()), "kl": float(kl), "kl_back": float(back)}
+
+
 def next_token_distribution(model, tokenizer, ids: list[int], temperature: float = 1.0,
                             top_k: int | None = None, top_p: float | None = None) -> Distribution:
     """The model's distribution for the token after `ids`, before and after filtering.

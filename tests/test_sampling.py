@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -107,3 +109,13 @@ def test_filter_properties(logits, temperature, top_k, top_p):
         full = torch.softmax(x / temperature, -1)
         kept_mass = full[probs > 0].sum()
         assert kept_mass >= top_p - 1e-5 or kept == len(logits)
+
+
+def test_divergence_between_two_next_token_distributions():
+    from lmlab.sampling import divergence
+
+    d = divergence(torch.tensor([1.0, 0.0]), torch.tensor([0.5, 0.5]))
+    assert d["tv"] == pytest.approx(0.5) and d["kl"] == pytest.approx(math.log(2))
+    assert d["kl_back"] == math.inf  # q gives a token p rules out
+    same = divergence(torch.tensor([0.2, 0.3, 0.5]), torch.tensor([0.2, 0.3, 0.5]))
+    assert same == {"tv": 0.0, "kl": 0.0, "kl_back": 0.0}

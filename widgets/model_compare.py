@@ -25,7 +25,7 @@ import traitlets
 from lmlab.adapt import context_length, token_ids
 from lmlab.errors import ConfigError
 from lmlab.inspect import capture_attention, head_summary, induction_scores
-from lmlab.sampling import next_token_distribution, score
+from lmlab.sampling import divergence, next_token_distribution, score
 
 from ._view import TrainerView, message_html
 
@@ -55,16 +55,6 @@ class TokenPicker(anywidget.AnyWidget):
             spans.append(f"<span title='position {i}' style='{style}'>{html.escape(t, quote=False)}</span>")
         return (f"<div class='lmlab-picker' data-selected='{s}' style='font:14px monospace;"
                 f"line-height:1.9;white-space:pre-wrap'>{''.join(spans)}</div>")
-
-
-def divergence(p: torch.Tensor, q: torch.Tensor) -> dict:
-    """Between two next-token distributions p, q (probabilities [V]): total variation
-    ½·Σ|p − q| (0: the same, 1: no token in common) and KL(p‖q) = Σ p·log(p/q), KL(q‖p),
-    in nats (inf where one gives a token the other rules out)."""
-    p, q = p.double(), q.double()
-    kl = (torch.special.xlogy(p, p) - torch.special.xlogy(p, q)).sum()
-    back = (torch.special.xlogy(q, q) - torch.special.xlogy(q, p)).sum()
-    return {"tv": float(0.5 * (p - q).abs().sum()), "kl": float(kl), "kl_back": float(back)}
 
 
 def _named(models, what: str) -> dict:
