@@ -1,6 +1,7 @@
 """The `lmlab` command: train, sample, bench, lab.
 
     lmlab train --corpus shakespeare --preset tiny --steps 2000 --out runs/x
+    lmlab train --nproc 2 ...   (or: torchrun --nproc_per_node=2 -m lmlab train ...)
     lmlab sample runs/x --prompt "ROMEO:" --tokens 200 --temperature 0.8 --top-k 40
     lmlab lab [FOLDER] [--copy-only] [-- JUPYTER-LAB-ARGS]
     lmlab export-slides notebooks/02_attention.ipynb [--out deck.html] [--execute]
@@ -9,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -23,11 +25,67 @@ def _checkpoint_path(run: str) -> Path:
 
 
 def cmd_train(args) -> None:
+    from . import distributed
+
+    if args.nproc is not None and args.nproc < 1:
+        raise LmlabError(f"--nproc {args.nproc} must be at least 1")
+    if distributed.launched():
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
+        if args.nproc is not None and args.nproc != local:
+            raise LmlabError(f"--nproc {args.nproc} but torchrun started {local} processes on "
+                             "this machine; drop --nproc under torchrun")
+    elif args.nproc is not None and args.nproc > 1:  # torchrun, which never returns
+        distributed.launch(args.nproc, _without_nproc(args.argv), args.device)
+    device = args.device
+    if distributed.launched() and int(os.environ["WORLD_SIZE"]) > 1:
+        device = str(distributed.init(args.device, args.dist_timeout))
+    try:
+        _train(args, device)
+    finally:
+        distributed.finish()
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """`argv` without its --nproc N (torchrun's own parser would take it for its own)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
+def _grad_accum(args, batch_size: int, world: int) -> int | None:
+    """Micro-batches a step in each process: --grad-accum, or --global-batch shared out."""
+    if args.global_batch is None:
+        return args.grad_accum
+    if args.grad_accum is not None:
+        raise LmlabError("give --global-batch or --grad-accum, not both: the global batch is "
+                         "batch size x grad accum x processes")
+    per_step = batch_size * world
+    if args.global_batch % per_step:
+        raise LmlabError(
+            f"--global-batch {args.global_batch} is not a whole number of micro-batches of "
+            f"batch size {batch_size} on {world} process(es) ({per_step} sequences a "
+            f"micro-step); pick a multiple of {per_step}")
+    return args.global_batch // per_step
+
+
+def _train(args, device: str) -> None:
+    import torch
+
+    from . import distributed
     from .data import TokenDataset, load_corpus
     from .model import GPT, GPTConfig
     from .tokenizers import BPETokenizer
+    from .tokenizers import from_dict as tokenizer_from_dict
     from .train import TrainConfig, Trainer
 
+    main, world = distributed.is_main(), distributed.world_size()
+    say = print if main else (lambda *a, **k: None)
     out = _checkpoint_path(args.out)
     if args.resume and not out.exists():
         raise LmlabError(f"--resume: there is no checkpoint to resume at {out}; train without "
@@ -40,36 +98,72 @@ def cmd_train(args) -> None:
         from . import checkpoint
 
         ck = checkpoint.load(out)
+        _check_same_shape(args, ck.model.config, out)
         dataset = TokenDataset(text, ck.tokenizer, block_size=ck.model.config.block_size)
-        trainer = Trainer.from_checkpoint(ck, out, dataset, device=args.device)
-        trainer.update_config(max_steps=args.steps)
-        print(f"resumed {out} at step {trainer.step_count}")
+        trainer = Trainer.from_checkpoint(ck, out, dataset, device=device)
+        accum = _grad_accum(args, trainer.config.batch_size, world)  # the checkpoint's batch
+        trainer.update_config(max_steps=args.steps,
+                              **({"grad_accum_steps": accum} if accum is not None else {}))
+        say(f"resumed {out} at step {trainer.step_count}")
     else:
-        block = args.block_size or GPTConfig.preset(args.preset).block_size
-        tokenizer = BPETokenizer.train(text, args.bpe) if args.bpe else None
+        accum = _grad_accum(args, args.batch_size, world)
+        preset = args.preset or "tiny"
+        block = args.block_size or GPTConfig.preset(preset).block_size
+        tokenizer = None
+        if args.bpe:  # trained once, on rank 0: every rank must use the same token ids
+            trained = BPETokenizer.train(text, args.bpe).to_dict() if main else None
+            tokenizer = tokenizer_from_dict(distributed.from_main(trained))
         dataset = TokenDataset(text, tokenizer, block_size=block)
-        config = GPTConfig.preset(args.preset, vocab_size=dataset.vocab_size, block_size=block,
+        config = GPTConfig.preset(preset, vocab_size=dataset.vocab_size, block_size=block,
                                   dropout=args.dropout)
+        torch.manual_seed(args.seed)  # the weights, like the batches, follow from --seed
         model = GPT(config)
+        warmup = args.warmup if args.warmup is not None else min(100, args.steps // 10)
         trainer = Trainer(model, dataset, TrainConfig(
-            batch_size=args.batch_size, max_steps=args.steps, learning_rate=args.lr,
-            min_lr=args.lr / 10, warmup_steps=min(100, args.steps // 10),
-            eval_interval=args.eval_interval, seed=args.seed, device=args.device,
-            dtype=args.dtype, compile=args.compile))
-        print(f"{args.preset}: {model.num_params() / 1e6:.2f}M parameters, "
-              f"{dataset.vocab_size} tokens in the vocabulary, {len(dataset):,} tokens of text")
+            batch_size=args.batch_size, grad_accum_steps=accum or 1, max_steps=args.steps,
+            learning_rate=args.lr, min_lr=args.lr / 10, warmup_steps=warmup,
+            lr_decay_steps=args.lr_decay_steps, eval_interval=args.eval_interval,
+            seed=args.seed, device=device, dtype=args.dtype, compile=args.compile))
+        say(f"{preset}: {model.num_params() / 1e6:.2f}M parameters, "
+            f"{dataset.vocab_size} tokens in the vocabulary, {len(dataset):,} tokens of text")
+    c = trainer.config
+    if world > 1 or c.grad_accum_steps > 1:
+        say(f"{world} process(es) on {trainer.device.type}, a step of {c.batch_size} x "
+            f"{c.grad_accum_steps} x {world} = {c.batch_size * c.grad_accum_steps * world} "
+            f"sequences of {trainer.dataset.block_size} tokens")
 
     @trainer.on_eval
     def report(t, ev):
         from tqdm.auto import tqdm
 
-        tqdm.write(f"step {ev['step']}: train loss {ev['train_loss']:.4f}, "
-                   f"val loss {ev['val_loss']:.4f}")
-        t.save(out)
+        if main:
+            tqdm.write(f"step {ev['step']}: train loss {ev['train_loss']:.4f}, "
+                       f"val loss {ev['val_loss']:.4f}")
+        t.save(out)  # every rank: they gather their random streams; rank 0 writes
 
     trainer.run(progress=not args.quiet)
     trainer.save(out)
-    print(f"saved {out}")
+    say(f"saved {out}")
+
+
+def _check_same_shape(args, shape, out) -> None:
+    """On --resume, a --preset or --block-size that disagrees with the checkpoint is an
+    error: the run continues with the checkpoint's model."""
+    from .model import GPTConfig
+
+    asked = {}
+    if args.preset is not None:
+        asked.update({k: v for k, v in GPTConfig.preset(args.preset).to_dict().items()
+                      if k in ("n_layer", "n_head", "n_embd")})
+    if args.block_size is not None:
+        asked["block_size"] = args.block_size
+    differ = {k: (v, getattr(shape, k)) for k, v in asked.items() if getattr(shape, k) != v}
+    if differ:
+        said = ", ".join(f"{k}={a} (checkpoint: {b})" for k, (a, b) in differ.items())
+        raise LmlabError(
+            f"--resume: {out} holds a model of another shape than asked for: {said}; drop "
+            "--preset/--block-size to continue that run, or use --force (or another --out) "
+            "to start a new one")
 
 
 def cmd_sample(args) -> None:
@@ -121,14 +215,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmlab", description="A lab for small language models.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a GPT on a corpus, saving checkpoints")
+    t = sub.add_parser("train", help="train a GPT on a corpus, saving checkpoints",
+                       allow_abbrev=False)  # --nproc is found by its full name
     t.add_argument("--corpus", default="shakespeare", help="a corpus name or a text file")
-    t.add_argument("--preset", default="tiny", choices=["nano", "tiny", "small"])
+    t.add_argument("--preset", default=None, choices=["nano", "tiny", "small"],
+                   help="the model's shape (default: tiny)")
     t.add_argument("--steps", type=int, default=2000)
     t.add_argument("--out", default="runs/default", help="run folder (or .safetensors file)")
-    t.add_argument("--batch-size", type=int, default=12)
+    t.add_argument("--batch-size", type=int, default=12,
+                   help="sequences a micro-batch, in each process")
+    t.add_argument("--grad-accum", type=int, default=None, metavar="STEPS",
+                   help="micro-batches summed into each optimizer step, in each process")
+    t.add_argument("--global-batch", type=int, default=None, metavar="SEQUENCES",
+                   help="sequences an optimizer step over all processes: sets --grad-accum")
     t.add_argument("--block-size", type=int, default=None)
     t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--warmup", type=int, default=None, help="warmup steps (default: a tenth "
+                   "of --steps, at most 100)")
+    t.add_argument("--lr-decay-steps", type=int, default=None,
+                   help="where the cosine schedule ends (default: --steps)")
     t.add_argument("--dropout", type=float, default=0.0)
     t.add_argument("--eval-interval", type=int, default=250)
     t.add_argument("--bpe", type=int, default=None, metavar="VOCAB",
@@ -140,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     t.add_argument("--force", action="store_true", help="replace a run already in --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--nproc", type=int, default=None, metavar="N",
+                   help="train with DDP in N processes on this machine (torchrun, loopback)")
+    t.add_argument("--dist-timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="how long a process waits for the others (rendezvous, each collective)")
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("sample", help="generate text from a saved run")
@@ -153,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sample)
 
     b = sub.add_parser("bench", help="the benchmarks (same as python -m lmlab.bench)")
-    b.add_argument("which", choices=["forward", "train", "quality", "attention", "sampling", "dashboard"])
+    b.add_argument("which", choices=["forward", "train", "quality", "attention", "sampling",
+                                     "distributed", "dashboard"])
     b.set_defaults(func=cmd_bench)
 
     lab = sub.add_parser("lab", help="copy the lessons into a folder and open JupyterLab there "
@@ -179,11 +289,12 @@ def main(argv=None) -> None:
         cut = argv.index("--")
         argv, passed_on = argv[:cut], argv[cut + 1:]
     args = build_parser().parse_args(argv)
-    args.jupyter_args = passed_on
+    args.jupyter_args, args.argv = passed_on, argv
     try:
         args.func(args)
     except LmlabError as e:
-        print(f"lmlab {args.command}: {e}", file=sys.stderr)
+        rank = f" (rank {os.environ['RANK']})" if "RANK" in os.environ else ""
+        print(f"lmlab {args.command}{rank}: {e}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -45,3 +45,8 @@ class TrainingError(LmlabError, RuntimeError):
     def __init__(self, message: str, what: str = ""):
         super().__init__(message)
         self.what = what
+
+
+class DistributedError(LmlabError, RuntimeError):
+    """A distributed launch that cannot work: more processes than GPUs, a rank that
+    cannot reach the rendezvous in time, a process-group backend the device lacks."""

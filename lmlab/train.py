@@ -13,6 +13,7 @@ Observers (`on`) cannot break training: an exception in one is kept in
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import math
 import time
@@ -22,7 +23,7 @@ from types import SimpleNamespace
 
 import torch
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .errors import CheckpointError, ConfigError, DataError, TrainerStateError, TrainingError
 from .history import History
 from .model import GPT, GPTConfig, autocast, maybe_compile, resolve_device
@@ -36,11 +37,14 @@ SCHEDULES = ("cosine", "constant")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 DTYPES = ("float32", "bfloat16")
 EVENTS = ("step", "eval", "sample", "end", "error", "reset")
+HINTS = {"grad_accum_steps": ": the micro-batches summed into one optimizer step (1: none); "
+                             "the global batch is batch_size x grad_accum_steps x processes"}
 
 
 @dataclass(frozen=True)
 class TrainConfig(Checked):
-    batch_size: int = 12
+    batch_size: int = 12  # sequences a micro-batch, in each process
+    grad_accum_steps: int = 1  # micro-batches an optimizer step, in each process
     max_steps: int = 2000
     learning_rate: float = 1e-3
     min_lr: float | None = None  # where the cosine schedule ends; None: learning_rate / 10
@@ -63,9 +67,11 @@ class TrainConfig(Checked):
         def positive_int(name):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise ConfigError(f"{name}={v!r} must be a positive integer")
+                hint = HINTS.get(name, "")
+                raise ConfigError(f"{name}={v!r} must be a positive integer{hint}")
 
-        for name in ("batch_size", "max_steps", "eval_interval", "eval_batches"):
+        for name in ("batch_size", "grad_accum_steps", "max_steps", "eval_interval",
+                     "eval_batches"):
             positive_int(name)
         if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) \
                 or self.warmup_steps < 0:
@@ -127,6 +133,20 @@ class TrainConfig(Checked):
 def _derived_seed(seed: int, stream: int) -> int:
     """A seed for the `stream`-th generator of a run, its sequence unrelated to `seed`'s."""
     return (seed * 6364136223846793005 + stream * 1442695040888963407) % 2**63
+
+
+def stream_seeds(seed: int, slot: int) -> tuple[int, int]:
+    """(batch offsets seed, dropout seed) of micro-batch `slot` of a run.
+
+    An optimizer step sums the gradients of `grad_accum_steps x processes` micro-batches;
+    slot k = rank x grad_accum_steps + micro-step draws its batches and its dropout
+    from streams of its own. So what a step draws depends on the number of slots, not
+    on how they are spread over processes: rank 1 of a 2-process run draws what
+    micro-step 1 of a 1-process run with grad_accum_steps=2 draws. Slot 0 is the stream
+    a plain one-process run has always drawn (evaluation uses streams 2 + step)."""
+    if slot == 0:
+        return _derived_seed(seed, 1), seed
+    return _derived_seed(seed, -2 * slot), _derived_seed(seed, -2 * slot - 1)
 
 
 def optimizer_groups(model: GPT, config: TrainConfig) -> list[dict]:
@@ -203,8 +223,7 @@ class Snapshot:
     evaluation: dict
     model: dict
     optimizer: dict
-    rng_batches: torch.Tensor
-    rng: dict  # TrainerRNG.state()
+    streams: dict  # Trainer._stream_states(): this rank's batch and dropout streams
     learning_rate: float = 0.0  # the settings in effect then
     min_lr: float | None = None
 
@@ -214,12 +233,20 @@ HEALTHY_MARGIN = 1.1  # an evaluation within 10% of the best so far is healthy
 
 class Trainer:
     """Trains `model` on `dataset` (a `TokenDataset`) with `config` (a `TrainConfig`;
-    keyword overrides are applied on top)."""
+    keyword overrides are applied on top).
+
+    Built in a process of a torchrun launch (a process group initialised, see
+    `lmlab.distributed`), it trains one model with DistributedDataParallel: each rank
+    draws its own micro-batches (`stream_seeds`), gradients and losses are averaged over
+    ranks, and rank 0 alone writes checkpoints and shows progress. Every rank must then
+    make the same calls (`run`, `save`, `update_config`...): they communicate."""
 
     def __init__(self, model: GPT, dataset, config: TrainConfig | None = None, **overrides):
         config = replace(config or TrainConfig(), **overrides)
         self.config = config
-        self.device = resolve_device(config.device)
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
+        self.device = resolve_device(config.device) if self.world_size == 1 \
+            else distributed.rank_device(config.device)
         self.model = model.to(self.device)
         self.dataset = dataset  # left as given: batches are moved to the trainer's device
         self._check_fit(model, dataset, config)
@@ -230,16 +257,15 @@ class Trainer:
         self._target = config.max_steps
         self._after_step = None
         self._pinned_decay = False  # lr_decay_steps was pinned when max_steps was raised
+        self._ddp = None  # the model in DistributedDataParallel, under a process group
         self._fresh_state(config.seed)
         default_prompt = dataset.tokenizer.decode(dataset.train_ids[:1].tolist())
         self.sampling = SampleSettings(prompt=default_prompt, every=0)
 
     def _fresh_state(self, seed: int) -> None:
-        self.rng = TrainerRNG(seed, self.device)  # dropout's, swapped in for each step
-        # batch offsets: a stream of its own, not a replay of the one that drew the weights
-        self.generator = torch.Generator().manual_seed(_derived_seed(seed, 1))
+        self._set_streams({})
         self.optimizer = make_optimizer(self.model, self.config, self.device)
-        self._forward = maybe_compile(self.model, self.config.compile)
+        self._wire()
         self.history = History()
         self.step_count = 0
         self.tokens_seen = 0
@@ -249,6 +275,46 @@ class Trainer:
         self.warnings: collections.deque = collections.deque(maxlen=20)  # observers' errors
         self._snapshot: Snapshot | None = None
         self._best_loss: float | None = None
+
+    def _set_streams(self, states: dict) -> None:
+        """This rank's micro-batch streams, one a micro-step: a generator of batch offsets
+        (not a replay of the one that drew the weights) and dropout's RNG, swapped in for
+        the forward. Each continues from `states[slot]` (see `_stream_states`) where given,
+        else starts from its seeds (`stream_seeds`). `generator` and `rng` are the first."""
+        streams = []
+        A = self.config.grad_accum_steps
+        for slot in range(self.rank * A, (self.rank + 1) * A):
+            batch_seed, dropout_seed = stream_seeds(self.config.seed, slot)
+            generator, rng = torch.Generator().manual_seed(batch_seed), TrainerRNG(dropout_seed, self.device)
+            if slot in states:
+                generator.set_state(states[slot][0].cpu())
+                rng.set_state(**states[slot][1])
+            streams.append((generator, rng))
+        self.generator, self.rng = streams[0]
+        # None: one process, one batch a step, the notebook's path (`_forward_backward`)
+        self._micro = streams if len(streams) > 1 or self.world_size > 1 else None
+
+    def _stream_states(self) -> dict:
+        """{slot: (batch generator state, dropout RNG state)} of this rank's streams."""
+        first = self.rank * self.config.grad_accum_steps
+        streams = self._micro or [(self.generator, self.rng)]
+        return {first + i: (g.get_state(), r.state()) for i, (g, r) in enumerate(streams)}
+
+    def _all_stream_states(self) -> dict:
+        """`_stream_states` of every rank (a collective under a process group)."""
+        if self.world_size == 1:
+            return self._stream_states()
+        return {k: v for part in distributed.all_gather(self._stream_states())
+                for k, v in part.items()}
+
+    def _wire(self) -> None:
+        """What steps call: the model, compiled when asked, and under a process group the
+        DDP around it (built again only when that changes: building it is collective)."""
+        self._forward = maybe_compile(self.model, self.config.compile)
+        if self.world_size == 1:
+            self._ddp = None
+        elif self._ddp is None or self._ddp.module is not self._forward:
+            self._ddp = distributed.wrap(self._forward, self.device)
 
     @staticmethod
     def _check_fit(model, dataset, config):
@@ -363,17 +429,13 @@ class Trainer:
             lr = self.lr()
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            x, y = self.dataset.batch("train", cfg.batch_size, generator=self.generator,
-                                      device=self.device)
             if not self.model.training:  # .train() walks every module: 1.4% of a tiny step
                 self.model.train()
-            with self.rng.active(), autocast(self.device, cfg.dtype):
-                loss = self._forward(x, y).loss
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                self._non_finite("loss", loss_value)
             try:
-                loss.backward()  # draws nothing: dropout's masks were kept by the forward
+                if self._micro is None:
+                    loss_value, tokens = self._forward_backward()
+                else:
+                    loss_value, tokens = self._accumulate()
                 clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip).item()
                 if not math.isfinite(grad_norm):
@@ -382,13 +444,13 @@ class Trainer:
             finally:  # also when the step fails: no gradient is left for the next one
                 self.optimizer.zero_grad(set_to_none=True)
             self.step_count += 1
-            self.tokens_seen += x.numel()
+            self.tokens_seen += tokens
             dt = time.perf_counter() - t0
             self.wall_time += dt
             row = {
                 "step": self.step_count, "tokens": self.tokens_seen, "train_loss": loss_value,
                 "val_loss": None, "lr": lr, "grad_norm": grad_norm,
-                "tokens_per_s": x.numel() / dt, "wall_time": self.wall_time,
+                "tokens_per_s": tokens / dt, "wall_time": self.wall_time,
             }
             evaluated = None
             if self.step_count % cfg.eval_interval == 0 or self.step_count == cfg.max_steps:
@@ -397,6 +459,43 @@ class Trainer:
                 row["wall_time"] = self.wall_time
             self.history.append(row)
         return row, evaluated
+
+    def _forward_backward(self) -> tuple[float, int]:
+        """One batch's forward and backward (one process, no accumulation). Returns its
+        loss and its number of tokens. Weights are left alone when the loss is not finite."""
+        x, y = self.dataset.batch("train", self.config.batch_size, generator=self.generator,
+                                  device=self.device)
+        with self.rng.active(), autocast(self.device, self.config.dtype):
+            loss = self._forward(x, y).loss
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            self._non_finite("loss", loss_value)
+        loss.backward()  # draws nothing: dropout's masks were kept by the forward
+        return loss_value, x.numel()
+
+    def _accumulate(self) -> tuple[float, int]:
+        """Forward and backward of this rank's micro-batches, one from each of its streams,
+        leaving the mean of their gradients; under DDP the last backward also averages
+        them over ranks (the others run in `no_sync`). Returns the loss, the mean over
+        micro-batches and ranks, and the step's tokens over all ranks."""
+        cfg, n = self.config, len(self._micro)
+        forward = self._ddp if self._ddp is not None else self._forward
+        total = torch.zeros((), device=self.device)
+        for i, (generator, rng) in enumerate(self._micro):
+            x, y = self.dataset.batch("train", cfg.batch_size, generator=generator,
+                                      device=self.device)
+            keep_local = self._ddp is not None and i < n - 1
+            with self._ddp.no_sync() if keep_local else contextlib.nullcontext():
+                with rng.active(), autocast(self.device, cfg.dtype):
+                    loss = forward(x, y).loss
+                (loss / n).backward()
+            total += loss.detach()
+        if self._ddp is not None:
+            distributed.sum_over_ranks(total)
+        loss_value = total.item() / (n * self.world_size)
+        if not math.isfinite(loss_value):  # every rank sees the same mean, so all stop
+            self._non_finite("loss", loss_value)
+        return loss_value, x.numel() * n * self.world_size
 
     def _non_finite(self, what: str, value: float):
         back = self.rollback_point
@@ -412,26 +511,34 @@ class Trainer:
     def evaluate(self, batches: int | None = None) -> dict:
         """Mean loss over `eval_batches` batches of each split, and perplexity. Batches
         come from a generator seeded by (seed, step): repeatable, and training's own
-        batch sequence is untouched."""
+        batch sequence is untouched. Under a process group the ranks share out the same
+        batches and sum their losses: the same figures as one process, sooner."""
         batches = batches or self.config.eval_batches
         with self.lock:
             t0 = time.perf_counter()
             gen = torch.Generator().manual_seed(_derived_seed(self.config.seed, 2 + self.step_count))
             was_training = self.model.training
             self.model.eval()
+            splits = ("train", "val") if len(self.dataset.val_ids) else ("train",)
+            totals = []
+            for split in splits:
+                total = 0.0
+                for i in range(batches):
+                    mine = i % self.world_size == self.rank
+                    x, y = self.dataset.batch(split, self.config.batch_size, generator=gen,
+                                              device=self.device if mine else None)
+                    if mine:
+                        with autocast(self.device, self.config.dtype):
+                            total += self._forward(x, y).loss.item()
+                totals.append(total)
+            if self.world_size > 1:
+                totals = distributed.sum_over_ranks(
+                    torch.tensor(totals, dtype=torch.float64, device=self.device)).tolist()
             out = {"step": self.step_count}
             for split in ("train", "val"):
-                if split == "val" and not len(self.dataset.val_ids):
-                    out["val_loss"] = out["val_perplexity"] = None
-                    continue
-                total = 0.0
-                for _ in range(batches):
-                    x, y = self.dataset.batch(split, self.config.batch_size, generator=gen,
-                                              device=self.device)
-                    with autocast(self.device, self.config.dtype):
-                        total += self._forward(x, y).loss.item()
-                out[f"{split}_loss"] = total / batches
-                out[f"{split}_perplexity"] = math.exp(min(total / batches, 50.0))
+                mean = totals[splits.index(split)] / batches if split in splits else None
+                out[f"{split}_loss"] = mean
+                out[f"{split}_perplexity"] = None if mean is None else math.exp(min(mean, 50.0))
             self.model.train(was_training)
             self.wall_time += time.perf_counter() - t0
             self.last_eval = out
@@ -501,7 +608,7 @@ class Trainer:
                 wall_time=self.wall_time, evaluation=dict(evaluation),
                 model={k: v.detach().clone() for k, v in self.model.state_dict().items()},
                 optimizer=copy.deepcopy(self.optimizer.state_dict()),
-                rng_batches=self.generator.get_state(), rng=self.rng.state(),
+                streams=self._stream_states(),
                 learning_rate=self.config.learning_rate, min_lr=self.config.min_lr)
 
     def _keep_starting_point(self) -> None:
@@ -528,8 +635,7 @@ class Trainer:
         with self.lock:
             self.model.load_state_dict(s.model)
             self.optimizer.load_state_dict(copy.deepcopy(s.optimizer))
-            self.generator.set_state(s.rng_batches)
-            self.rng.set_state(**s.rng)
+            self._set_streams(s.streams)
             # the learning rate that trained those weights, not the one that diverged
             self.config = replace(self.config, learning_rate=s.learning_rate, min_lr=s.min_lr)
             self.step_count, self.tokens_seen, self.wall_time = s.step, s.tokens_seen, s.wall_time
@@ -647,6 +753,7 @@ class Trainer:
         from tqdm.auto import tqdm
 
         self._prepare(steps)
+        progress = progress and self.rank == 0
         bar = tqdm(total=self._target, initial=self.step_count, disable=not progress,
                    unit="step", dynamic_ncols=True, mininterval=0.25)
 
@@ -687,6 +794,8 @@ class Trainer:
         - max_steps raised after training began: the schedule is kept, so the learning
           rate does not jump back up; it stays at its final value for the extra steps
           (set lr_decay_steps to stretch the cosine over them instead).
+        - grad_accum_steps: the micro-batch streams are dealt again; those that stay
+          continue where they were, new ones start from their seeds.
         - device and seed belong to the trainer's making: refused, with what to do.
         """
         if self.is_alive:
@@ -702,7 +811,11 @@ class Trainer:
             self._pinned_decay = True
         config = replace(old, **changes)
         self._check_fit(self.model, self.dataset, config)
+        states = self._all_stream_states() if config.grad_accum_steps != old.grad_accum_steps \
+            else None
         self.config = config
+        if states is not None:
+            self._set_streams(states)
         self._target = config.max_steps
         if config.optimizer != old.optimizer:
             self.optimizer = make_optimizer(self.model, config, self.device)
@@ -714,13 +827,18 @@ class Trainer:
                     group["momentum"] = config.momentum
                 group["weight_decay"] = config.weight_decay if i == 0 else 0.0
         if config.compile != old.compile:
-            self._forward = maybe_compile(self.model, config.compile)
+            self._wire()
 
     # ---- checkpoints -------------------------------------------------------------------
 
     def save(self, path) -> Path:
-        """Model, tokenizer, optimizer, RNG states and history in one checkpoint file."""
+        """Model, tokenizer, optimizer, RNG states and history in one checkpoint file.
+        Under a process group every rank calls it (the ranks' random streams are gathered)
+        and rank 0 alone writes."""
         with self.lock:
+            streams = self._all_stream_states()
+            if self.rank != 0:
+                return Path(path)
             opt = self.optimizer.state_dict()
             tensors, opt_values = {}, {}
             for pid, entry in opt["state"].items():
@@ -729,16 +847,18 @@ class Trainer:
                         tensors[f"optim.{pid}.{key}"] = value
                     else:
                         opt_values[f"{pid}.{key}"] = value
-            rng = self.rng.state()
-            tensors["rng.torch"] = rng["cpu"]  # the trainer's own dropout state, see lmlab.rng
-            tensors["rng.batches"] = self.generator.get_state()
-            if rng["cuda"] is not None:
-                tensors["rng.cuda"] = rng["cuda"]
+            for slot, (batches, rng) in streams.items():  # dropout's own state: lmlab.rng
+                tail = f".{slot}" if slot else ""  # slot 0 as one process always saved it
+                tensors["rng.torch" + tail] = rng["cpu"]
+                tensors["rng.batches" + tail] = batches
+                if rng["cuda"] is not None:
+                    tensors["rng.cuda" + tail] = rng["cuda"]
             return checkpoint.save(
                 path, self.model, self.dataset.tokenizer, tensors=tensors,
                 trainer={
                     "config": self.config.to_dict(),
                     "step": self.step_count,
+                    "world_size": self.world_size,
                     "tokens_seen": self.tokens_seen,
                     "wall_time": self.wall_time,
                     "param_groups": opt["param_groups"],
@@ -748,7 +868,13 @@ class Trainer:
             )
 
     def restore(self, path) -> None:
-        """Load a checkpoint written by `save` into this trainer (same model shape)."""
+        """Load a checkpoint written by `save` into this trainer (same model shape).
+
+        A run may resume with another number of processes: the global batch is kept
+        (grad_accum_steps becomes the checkpoint's micro-batches a step over this run's
+        processes), and so are the step, the learning-rate schedule, the optimizer state
+        and every micro-batch stream, so the steps that follow draw the batches the
+        interrupted run would have drawn."""
         self._restore(checkpoint.load(path, device=self.device), path)
 
     def _restore(self, ck: checkpoint.Checkpoint, path) -> None:
@@ -768,11 +894,19 @@ class Trainer:
                 f"the dataset's tokenizer is not the one {path} was trained with: even with the "
                 "same vocabulary size its token ids would stand for other text. Pass the text "
                 "instead, Trainer.load(path, text), to tokenize it with the checkpoint's tokenizer")
+        config = replace(TrainConfig.from_dict(meta["config"]), device=self.config.device)
+        slots = config.grad_accum_steps * meta.get("world_size", 1)  # micro-batches a step
+        if slots % self.world_size:
+            raise CheckpointError(
+                f"{path} was trained with {slots} micro-batches of {config.batch_size} a step, "
+                f"which {self.world_size} processes cannot share evenly; resume it on a number "
+                f"of processes that divides {slots}")
+        config = replace(config, grad_accum_steps=slots // self.world_size)
+        self._check_fit(self.model, self.dataset, config)
         with self.lock:
             if ck.model is not self.model:
                 self.model.load_state_dict(ck.model.state_dict())
-            self.config = replace(TrainConfig.from_dict(meta["config"]), device=self.config.device)
-            self._check_fit(self.model, self.dataset, self.config)
+            self.config = config
             state: dict = {}
             for name, value in ck.tensors.items():
                 if name.startswith("optim."):
@@ -784,13 +918,15 @@ class Trainer:
             self.optimizer = make_optimizer(self.model, self.config, self.device)
             self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
             # RNG states are CPU byte tensors, whatever device the checkpoint was loaded onto
-            self.rng.set_state(ck.tensors["rng.torch"], ck.tensors.get("rng.cuda"))
-            self.generator.set_state(ck.tensors["rng.batches"].cpu())
+            tail = {slot: f".{slot}" if slot else "" for slot in range(slots)}
+            self._set_streams({slot: (ck.tensors["rng.batches" + t], {
+                "cpu": ck.tensors["rng.torch" + t], "cuda": ck.tensors.get("rng.cuda" + t)})
+                for slot, t in tail.items()})
             self.step_count = meta["step"]
             self.tokens_seen = meta["tokens_seen"]
             self.wall_time = meta["wall_time"]
             self.history = History(meta["history"])
-            self._forward = maybe_compile(self.model, self.config.compile)
+            self._wire()
             self._target = self.config.max_steps
             self.last_eval = None
             self.samples.clear()

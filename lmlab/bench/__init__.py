@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m lmlab.bench {forward,train,quality,attention,sampling,dashboard}`.
+"""Benchmarks: `python -m lmlab.bench {forward,train,quality,attention,sampling,distributed,dashboard}`.
 
 One harness for every speed figure: the runners being compared take turns, round after
 round in one process (or one kernel), so the machine's drift hits them alike; the
@@ -10,6 +10,7 @@ printed, never asserted.
     quality    final losses, lmlab's Trainer vs nanoGPT's procedure, over seeds
     attention  attention capture vs a plain forward, and vs transformers' capture
     sampling   generation with the key/value cache vs without, and vs transformers
+    distributed  training tokens/s of 1 process vs 2 DDP processes (gloo), one thread each
     dashboard  training in a real Jupyter kernel: run() vs the dashboard's Start
 """
 

@@ -1,4 +1,5 @@
-"""`python -m lmlab.bench {forward,train,quality,attention,sampling,dashboard}` (see lmlab.bench)."""
+"""`python -m lmlab.bench {forward,train,quality,attention,sampling,distributed,dashboard}`
+(see lmlab.bench)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from . import __doc__ as DOC
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m lmlab.bench", description=DOC,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", choices=["forward", "train", "quality", "attention", "sampling", "dashboard"])
+    parser.add_argument("which", choices=["forward", "train", "quality", "attention", "sampling",
+                                          "distributed", "dashboard"])
     parser.add_argument("--rounds", type=int, default=None, help="alternating rounds (speed)")
     parser.add_argument("--seeds", type=int, default=1, help="quality: how many seeds")
     args = parser.parse_args(argv)
@@ -33,6 +35,10 @@ def main(argv=None):
         from .sampling import bench_sampling
 
         bench_sampling(**rounds)
+    elif args.which == "distributed":
+        from .distributed import bench_distributed
+
+        bench_distributed(**rounds)
     elif args.which == "quality":
         from .quality import bench_quality
 
