@@ -864,6 +864,7 @@ class Trainer:
                     "param_groups": opt["param_groups"],
                     "optimizer_values": opt_values,
                     "history": self.history.to_json(),
+                    "frozen": [n for n, p in self.model.named_parameters() if not p.requires_grad],
                 },
             )
 
@@ -915,6 +916,9 @@ class Trainer:
             for name, value in meta["optimizer_values"].items():
                 pid, key = name.split(".", 1)
                 state.setdefault(int(pid), {})[key] = value
+            frozen = set(meta.get("frozen", ()))  # parameters fine-tuning left as they were
+            for name, param in self.model.named_parameters():
+                param.requires_grad_(name not in frozen)
             self.optimizer = make_optimizer(self.model, self.config, self.device)
             self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
             # RNG states are CPU byte tensors, whatever device the checkpoint was loaded onto

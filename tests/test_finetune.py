@@ -146,3 +146,19 @@ def test_a_dataset_with_another_tokenizer_is_refused(pretrained):
         finetune(pretrained[1], NEW, new_tokens="ignore")
     with pytest.raises(ConfigError, match="checkpoint file"):
         finetune(pretrained[0].model, NEW)
+
+
+def test_a_run_with_frozen_blocks_resumes_from_its_checkpoint_still_frozen(pretrained, tmp_path):
+    _, path = pretrained
+    whole = finetune(path, NEW, freeze=1, max_steps=10, **TRAIN)
+    halves = finetune(path, NEW, freeze=1, max_steps=10, **TRAIN)
+    whole.run(progress=False)
+    halves.run(5, progress=False)
+    halves.save(tmp_path / "half.safetensors")
+    resumed = Trainer.load(tmp_path / "half.safetensors", NEW)
+    assert [n for n, p in resumed.model.named_parameters() if not p.requires_grad] == whole.frozen
+    resumed.run(progress=False)
+    assert [r["train_loss"] for r in resumed.history.rows()] == \
+        pytest.approx([r["train_loss"] for r in whole.history.rows()], abs=1e-6)
+    for k, v in resumed.model.state_dict().items():
+        torch.testing.assert_close(v, whole.model.state_dict()[k], atol=1e-6, rtol=0)
