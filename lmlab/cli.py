@@ -35,14 +35,18 @@ def cmd_train(args) -> None:
             raise LmlabError(f"--nproc {args.nproc} but torchrun started {local} processes on "
                              "this machine; drop --nproc under torchrun")
     elif args.nproc is not None and args.nproc > 1:  # torchrun, which never returns
+        if not args.resume:  # a batch that cannot be shared out is refused before launching
+            _grad_accum(args, args.batch_size, args.nproc)
         distributed.launch(args.nproc, _without_nproc(args.argv), args.device)
     device = args.device
     if distributed.launched() and int(os.environ["WORLD_SIZE"]) > 1:
         device = str(distributed.init(args.device, args.dist_timeout))
     try:
         _train(args, device)
-    finally:
-        distributed.finish()
+    except BaseException:
+        distributed.finish(wait=False)  # the others may be inside a collective: no barrier
+        raise
+    distributed.finish()
 
 
 def _without_nproc(argv: list[str]) -> list[str]:

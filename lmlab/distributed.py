@@ -16,6 +16,7 @@ process, rank 0 of 1, and nothing is communicated.
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import socket
 import sys
@@ -118,10 +119,16 @@ def init(device="auto", timeout: float = DEFAULT_TIMEOUT) -> torch.device:
     return device
 
 
-def finish() -> None:
-    """Leave the process group, if one is initialised."""
-    if active():
-        dist.destroy_process_group()
+def finish(wait: bool = True) -> None:
+    """Leave the process group, if one is initialised, once what holds it (the DDP of a
+    trainer no longer used) is gone and, with `wait`, once every rank has come this far:
+    a rank that tears its connections down under another can abort it at exit."""
+    if not active():
+        return
+    gc.collect()  # a Trainer is a reference cycle: its DDP would outlive the group
+    if wait:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def wrap(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:

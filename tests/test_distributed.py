@@ -141,7 +141,7 @@ def test_grad_accum_steps_is_validated():
             TrainConfig(grad_accum_steps=bad)
 
 
-def test_a_global_batch_sets_the_accumulation_per_process():
+def test_a_global_batch_sets_the_accumulation_per_process(monkeypatch, capsys, tmp_path):
     from argparse import Namespace
 
     from lmlab.cli import _grad_accum
@@ -154,6 +154,11 @@ def test_a_global_batch_sets_the_accumulation_per_process():
         _grad_accum(Namespace(global_batch=60, grad_accum=None), 8, 2)
     with pytest.raises(LmlabError, match="not both"):
         _grad_accum(Namespace(global_batch=64, grad_accum=2), 8, 2)
+    monkeypatch.setattr(os, "execve", lambda *a: pytest.fail(f"launched {a}"))
+    with pytest.raises(SystemExit) as e:  # refused before torchrun starts
+        main(["train", "--nproc", "2", "--global-batch", "20", "--batch-size", "8",
+              "--out", str(tmp_path / "x")])
+    assert e.value.code == 2 and "pick a multiple of 16" in capsys.readouterr().err
 
 
 def test_more_processes_than_gpus_is_refused_before_launching(monkeypatch, capsys, tmp_path):
