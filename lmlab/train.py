@@ -930,6 +930,7 @@ class Trainer:
             self.tokens_seen = meta["tokens_seen"]
             self.wall_time = meta["wall_time"]
             self.history = History(meta["history"])
+            self._ddp = None  # DDP hooks the parameters that are trainable when it is built
             self._wire()
             self._target = self.config.max_steps
             self.last_eval = None
