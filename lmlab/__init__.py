@@ -13,6 +13,7 @@ from .errors import (
     CorpusError,
     CorpusUnavailable,
     DataError,
+    DistributedError,
     LmlabError,
     TokenizerError,
     TrainerStateError,
@@ -37,4 +38,5 @@ __all__ = [
     "finetune", "from_scratch", "Stepper", "distribution", "beam_search", "score",
     "LmlabError", "ConfigError", "TokenizerError", "CorpusError", "CorpusUnavailable",
     "ChecksumError", "DataError", "CheckpointError", "TrainerStateError", "TrainingError",
+    "DistributedError",
 ]

@@ -115,8 +115,8 @@ def _train(args, device: str) -> None:
         block = args.block_size or GPTConfig.preset(preset).block_size
         tokenizer = None
         if args.bpe:  # trained once, on rank 0: every rank must use the same token ids
-            trained = BPETokenizer.train(text, args.bpe).to_dict() if main else None
-            tokenizer = tokenizer_from_dict(distributed.from_main(trained))
+            tokenizer = tokenizer_from_dict(distributed.on_main(
+                lambda: BPETokenizer.train(text, args.bpe).to_dict()))
         dataset = TokenDataset(text, tokenizer, block_size=block)
         config = GPTConfig.preset(preset, vocab_size=dataset.vocab_size, block_size=block,
                                   dropout=args.dropout)
@@ -140,14 +140,22 @@ def _train(args, device: str) -> None:
     def report(t, ev):
         from tqdm.auto import tqdm
 
+        # first, on every rank: saving is collective (the ranks gather their random
+        # streams), so it must not wait on rank 0's printing, which can fail (a closed
+        # stdout) and whose error the trainer would swallow
+        t.save(out)
         if main:
-            tqdm.write(f"step {ev['step']}: train loss {ev['train_loss']:.4f}, "
-                       f"val loss {ev['val_loss']:.4f}")
-        t.save(out)  # every rank: they gather their random streams; rank 0 writes
+            tqdm.write(f"step {ev['step']}: train loss {_loss(ev.get('train_loss'))}, "
+                       f"val loss {_loss(ev.get('val_loss'))}")
 
     trainer.run(progress=not args.quiet)
     trainer.save(out)
     say(f"saved {out}")
+
+
+def _loss(value) -> str:
+    """A loss for the log: 4 decimals, or – where there is none (no validation split)."""
+    return "–" if value is None else f"{value:.4f}"
 
 
 def _check_same_shape(args, shape, out) -> None:

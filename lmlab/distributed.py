@@ -172,6 +172,28 @@ def from_main(obj):
     return box[0]
 
 
+def on_main(fn, *args, **kwargs):
+    """`fn(*args, **kwargs)` run by rank 0 alone (e.g. writing a file), its result on every
+    rank. Rank 0 always reaches the broadcast, even when `fn` fails: the failure is then
+    raised on every rank (rank 0's own exception; a DistributedError naming it on the
+    others), so no rank waits until the timeout for a rank 0 that went elsewhere.
+    Without a process group: `fn(*args, **kwargs)`."""
+    if not active():
+        return fn(*args, **kwargs)
+    result, failure, error = None, None, None
+    if dist.get_rank() == 0:
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as e:  # told to the others below, then raised here
+            error, failure = e, f"{type(e).__name__}: {e}"
+    result, failure = from_main((result, failure))
+    if error is not None:
+        raise error
+    if failure is not None:
+        raise DistributedError(f"rank 0 failed, so rank {dist.get_rank()} stops too: {failure}")
+    return result
+
+
 def loopback_interface() -> str | None:
     """The name of the loopback network interface (lo on Linux, lo0 on macOS), or None."""
     try:

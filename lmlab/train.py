@@ -757,9 +757,23 @@ class Trainer:
         bar = tqdm(total=self._target, initial=self.step_count, disable=not progress,
                    unit="step", dynamic_ncols=True, mininterval=0.25)
 
+        def show(*calls):
+            # the bar is a view of training, never a reason to stop it: under a process
+            # group only rank 0 draws it, and a rank 0 that failed there would leave the
+            # others waiting in the next step's collectives
+            nonlocal progress
+            if not progress:
+                return
+            try:
+                for call in calls:
+                    call()
+            except Exception as e:
+                progress = False
+                self.warnings.append(f"step {self.step_count}: the progress bar failed and was "
+                                     f"turned off: {type(e).__name__}: {e}")
+
         def tick():
-            if progress:
-                self._update_bar(bar)
+            show(lambda: self._update_bar(bar))
             if after_step is not None:
                 after_step()
 
@@ -768,8 +782,7 @@ class Trainer:
             self._run.run_blocking()
         finally:
             self._after_step = None
-            self._update_bar(bar)
-            bar.close()
+            show(lambda: self._update_bar(bar), bar.close)
         if self.error is not None:
             raise self.error
         return self.history
@@ -833,40 +846,44 @@ class Trainer:
 
     def save(self, path) -> Path:
         """Model, tokenizer, optimizer, RNG states and history in one checkpoint file.
-        Under a process group every rank calls it (the ranks' random streams are gathered)
-        and rank 0 alone writes."""
+        Returns the path written (`checkpoint.save`'s). Under a process group every rank
+        calls it (the ranks' random streams are gathered) and rank 0 alone writes; every
+        rank then returns rank 0's path, or raises when rank 0 could not write."""
         with self.lock:
             streams = self._all_stream_states()
-            if self.rank != 0:
-                return Path(path)
-            opt = self.optimizer.state_dict()
-            tensors, opt_values = {}, {}
-            for pid, entry in opt["state"].items():
-                for key, value in entry.items():
-                    if torch.is_tensor(value):
-                        tensors[f"optim.{pid}.{key}"] = value
-                    else:
-                        opt_values[f"{pid}.{key}"] = value
-            for slot, (batches, rng) in streams.items():  # dropout's own state: lmlab.rng
-                tail = f".{slot}" if slot else ""  # slot 0 as one process always saved it
-                tensors["rng.torch" + tail] = rng["cpu"]
-                tensors["rng.batches" + tail] = batches
-                if rng["cuda"] is not None:
-                    tensors["rng.cuda" + tail] = rng["cuda"]
-            return checkpoint.save(
-                path, self.model, self.dataset.tokenizer, tensors=tensors,
-                trainer={
-                    "config": self.config.to_dict(),
-                    "step": self.step_count,
-                    "world_size": self.world_size,
-                    "tokens_seen": self.tokens_seen,
-                    "wall_time": self.wall_time,
-                    "param_groups": opt["param_groups"],
-                    "optimizer_values": opt_values,
-                    "history": self.history.to_json(),
-                    "frozen": [n for n, p in self.model.named_parameters() if not p.requires_grad],
-                },
-            )
+            # rank 0 writes; every rank returns its path, or raises what stopped it
+            return distributed.on_main(self._write, path, streams)
+
+    def _write(self, path, streams: dict) -> Path:
+        """Rank 0's part of `save`: the file, with every rank's `streams`."""
+        opt = self.optimizer.state_dict()
+        tensors, opt_values = {}, {}
+        for pid, entry in opt["state"].items():
+            for key, value in entry.items():
+                if torch.is_tensor(value):
+                    tensors[f"optim.{pid}.{key}"] = value
+                else:
+                    opt_values[f"{pid}.{key}"] = value
+        for slot, (batches, rng) in streams.items():  # dropout's own state: lmlab.rng
+            tail = f".{slot}" if slot else ""  # slot 0 as one process always saved it
+            tensors["rng.torch" + tail] = rng["cpu"]
+            tensors["rng.batches" + tail] = batches
+            if rng["cuda"] is not None:
+                tensors["rng.cuda" + tail] = rng["cuda"]
+        return checkpoint.save(
+            path, self.model, self.dataset.tokenizer, tensors=tensors,
+            trainer={
+                "config": self.config.to_dict(),
+                "step": self.step_count,
+                "world_size": self.world_size,
+                "tokens_seen": self.tokens_seen,
+                "wall_time": self.wall_time,
+                "param_groups": opt["param_groups"],
+                "optimizer_values": opt_values,
+                "history": self.history.to_json(),
+                "frozen": [n for n, p in self.model.named_parameters() if not p.requires_grad],
+            },
+        )
 
     def restore(self, path) -> None:
         """Load a checkpoint written by `save` into this trainer (same model shape).

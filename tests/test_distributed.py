@@ -1,8 +1,9 @@
 """Training in several processes: DDP under torchrun, gloo on the CPU, loopback only.
 
 Two processes give the losses of one process accumulating the same global batch; their
-checkpoint resumes in one process as if never interrupted; rank 0 alone writes; a wrong
-launch is one clear error."""
+checkpoint resumes in one process, and one process's resumes under torchrun on two, as if
+never interrupted; rank 0 alone writes; what rank 0 does alone never leaves the others
+waiting; a wrong launch is one clear error."""
 
 import os
 import socket
@@ -13,7 +14,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from lmlab import GPT, TokenDataset, checkpoint, distributed
+from lmlab import GPT, GPTConfig, TokenDataset, checkpoint, distributed
 from lmlab.cli import main
 from lmlab.errors import ConfigError, DistributedError
 from lmlab.train import TrainConfig, Trainer
@@ -27,6 +28,14 @@ FLAGS = ["--preset", "nano", "--block-size", "32", "--batch-size", "8", "--eval-
 # torchrun runs this in each process: rank r works in the folder rank<r>
 IN_RANK_FOLDER = ("import os, sys\nos.chdir('rank' + os.environ['RANK'])\n"
                   "from lmlab.cli import main\nmain(sys.argv[1:])\n")
+
+# the same, with a dataset that holds out no validation text (val_fraction=0)
+NO_VALIDATION = ("import sys\nimport lmlab.data\n\n"
+                 "class NoValidation(lmlab.data.TokenDataset):\n"
+                 "    def __init__(self, text, tokenizer=None, block_size=64, **kw):\n"
+                 "        super().__init__(text, tokenizer, block_size, val_fraction=0.0)\n\n"
+                 "lmlab.data.TokenDataset = NoValidation\n"
+                 "from lmlab.cli import main\nmain(sys.argv[1:])\n")
 
 
 def _env():
@@ -117,6 +126,74 @@ def test_its_checkpoint_resumes_in_one_process_as_if_never_interrupted(runs, one
     assert [r["step"] for r in rows] == list(range(31, 41))
     assert [r["lr"] for r in rows] == pytest.approx([r["lr"] for r in uninterrupted["history"][30:]])
     assert _losses(rows) == pytest.approx(_losses(uninterrupted["history"][30:]), rel=1e-5)
+
+
+def _one_process_accumulating_two(frozen: str) -> Trainer:
+    """What `lmlab train --grad-accum 2` builds from FLAGS (40 steps planned), with the
+    parameters whose names start with `frozen` frozen, as fine-tuning leaves them."""
+    dataset = TokenDataset(TEXT, block_size=32)
+    torch.manual_seed(7)
+    model = GPT(GPTConfig.preset("nano", vocab_size=dataset.vocab_size, block_size=32, dropout=0.0))
+    for name, param in model.named_parameters():
+        param.requires_grad_(not name.startswith(frozen))
+    return Trainer(model, dataset, TrainConfig(
+        batch_size=8, grad_accum_steps=2, max_steps=40, learning_rate=1e-3, min_lr=1e-4,
+        warmup_steps=4, lr_decay_steps=40, eval_interval=10, seed=7, device="cpu"))
+
+
+def test_torchrun_resumes_on_another_number_of_processes_the_same_schedule(tmp_path, one_thread):
+    """One process accumulating 2 micro-batches trains 30 steps and saves; torchrun
+    continues it on 2 processes (DDP built again over what the checkpoint leaves
+    trainable, grad_accum_steps dealt out again from --global-batch) with the losses of
+    the same process never interrupted."""
+    frozen = "transformer.h.0."  # DDP must be built after they are frozen again (4c33984)
+    whole = _one_process_accumulating_two(frozen)
+    whole.run(progress=False)
+    part = _one_process_accumulating_two(frozen)
+    part.run(steps=30, progress=False)
+    out = tmp_path / "x/checkpoint.safetensors"
+    assert part.save(out) == out
+    corpus = tmp_path / "text.txt"
+    corpus.write_text(TEXT)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "lmlab", "train", "--resume", "--corpus", str(corpus), "--steps", "40",
+         "--global-batch", "16", "--out", str(tmp_path / "x"), "--quiet", "--dist-timeout", "60"],
+        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=150)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stdout.count("at step 30") == 1  # rank 0 alone says so
+    assert "2 process(es) on cpu, a step of 8 x 1 x 2 = 16 sequences" in resumed.stdout
+    meta = checkpoint.load(out).extra["trainer"]
+    assert (meta["step"], meta["world_size"], meta["config"]["grad_accum_steps"]) == (40, 2, 1)
+    assert meta["frozen"] and all(name.startswith(frozen) for name in meta["frozen"])
+    assert meta["tokens_seen"] == whole.tokens_seen == 40 * 16 * 32
+    rows, never = meta["history"][30:], whole.history.rows()[30:]
+    assert [r["step"] for r in rows] == list(range(31, 41))
+    assert [r["lr"] for r in rows] == pytest.approx([r["lr"] for r in never])
+    assert _losses(rows) == pytest.approx(_losses(never), rel=1e-5)
+    assert [r["val_loss"] for r in rows if r["val_loss"] is not None] == \
+        pytest.approx([r["val_loss"] for r in never if r["val_loss"] is not None], rel=1e-5)
+    assert _files(tmp_path) == ["text.txt", "x/checkpoint.safetensors"]
+
+
+def test_a_run_without_validation_text_finishes_on_two_processes(tmp_path):
+    """val_loss is None without a validation split: rank 0's report of it must neither
+    fail nor keep rank 0 from the checkpoint's collective (the other rank would wait
+    there until --dist-timeout)."""
+    (tmp_path / "text.txt").write_text(TEXT)
+    (tmp_path / "no_validation.py").write_text(NO_VALIDATION)
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "no_validation.py", "train", "--corpus", "text.txt", "--preset", "nano",
+         "--block-size", "32", "--batch-size", "4", "--steps", "4", "--eval-interval", "2",
+         "--out", "runs/x", "--quiet", "--dist-timeout", "15"],
+        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for step in (2, 4):
+        assert run.stdout.count(f"step {step}: train loss ") == 1
+    assert run.stdout.count("val loss –") == 2
+    meta = checkpoint.load(tmp_path / "runs/x/checkpoint.safetensors").extra["trainer"]
+    assert meta["step"] == 4 and [r["val_loss"] for r in meta["history"]] == [None] * 4
 
 
 def test_rank_zero_alone_writes(runs):
