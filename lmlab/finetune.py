@@ -64,10 +64,18 @@ def finetune(pretrained, data, config: TrainConfig | None = None, *, freeze=None
     else:
         raise ConfigError(f"data must be the new text (a string) or a TokenDataset, not "
                           f"{type(data).__name__}")
-    if dataset.vocab_size > model.config.vocab_size:
+    grown = dataset.vocab_size - model.config.vocab_size
+    if grown > 0:
         model = grow_vocabulary(model, dataset.vocab_size)
     if freeze is not None:
         frozen = freeze_parameters(model, freeze)
+        if grown > 0 and "transformer.wte.weight" in frozen:
+            raise ConfigError(
+                f"freeze={freeze!r} freezes the token embeddings, but the vocabulary grew by {grown} "
+                "character(s) whose embeddings would then never train (they would stay one and "
+                "the same row, and the tied output layer could never predict them). Freeze "
+                "blocks only, e.g. freeze=['transformer.wpe', 'transformer.h.0'], or pass "
+                "new_tokens='error' to see which characters are new")
     trainer = Trainer(model, dataset, config, **overrides)
     trainer.frozen = frozen if freeze is not None else []
     return trainer
@@ -84,19 +92,27 @@ def from_scratch(trainer: Trainer, seed: int | None = None) -> Trainer:
 
 
 def _pretrained(source) -> tuple[GPT, object | None]:
-    """A copy of the pretrained model, on the CPU, and its tokenizer."""
+    """A copy of the pretrained model and its tokenizer (the source is left untouched)."""
     if isinstance(source, Trainer):
-        with source.lock:
-            model = GPT(source.model.config)
-            model.load_state_dict(source.model.state_dict())
-        return model, source.dataset.tokenizer
+        with source.lock:  # a whole step's weights, even while it trains
+            return _copy(source.model), source.dataset.tokenizer
     if isinstance(source, checkpoint.Checkpoint):
-        return source.model, source.tokenizer
+        return _copy(source.model), source.tokenizer
     if isinstance(source, GPT):
         raise ConfigError("pass the pretrained trainer, or a checkpoint file (trainer.save(path)), "
                           "so that its tokenizer comes with it")
     ck = checkpoint.load(source)
     return ck.model, ck.tokenizer
+
+
+def _copy(model: GPT) -> GPT:
+    """The same weights in a new model on the CPU, every parameter trainable."""
+    with torch.device("meta"):  # nothing drawn from the RNG: every weight is overwritten
+        copy = GPT(model.config)
+    copy.load_state_dict({k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
+                         assign=True)
+    copy.lm_head.weight = copy.transformer.wte.weight  # assign=True replaced the tied Parameter
+    return copy.requires_grad_(True)
 
 
 def _vocabulary_for(tokenizer, text: str, new_tokens: str):

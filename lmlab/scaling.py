@@ -241,6 +241,8 @@ class SweepPlan:
             "train_loss": final["train_loss"], "val_loss": final["val_loss"],
             "history": [rows[j] for j in keep], "key": self.keys[i],
         }
+        if self.path is not None:  # what another sweep on the same file recorded meanwhile stays
+            self._stored = _read(self.path)
         self._stored = [r for r in self._stored if not _same_run(r.get("key"), run["key"])] + [run]
         if self.path is not None:
             _write(self.path, self._stored)
@@ -303,12 +305,18 @@ def _train_config(train) -> TrainConfig:
     raise ConfigError(f"train= takes a TrainConfig or a dict of its fields, not {type(train).__name__}")
 
 
+def tokens_per_step(cfg: TrainConfig, block_size: int) -> int:
+    """Training tokens in one optimizer step: batch_size × grad_accum_steps × block_size."""
+    return cfg.batch_size * cfg.grad_accum_steps * block_size
+
+
 def _run_config(base: TrainConfig, tokens: float, block_size: int, i: int) -> TrainConfig:
-    per_step = base.batch_size * block_size
+    per_step = tokens_per_step(base, block_size)
     steps = math.ceil(tokens / per_step - 1e-9)
     if tokens < per_step / 2:
         raise ConfigError(f"size {i} would train on {tokens:,.0f} tokens, less than half a step of "
-                          f"batch_size × block_size = {per_step} tokens; raise the budget")
+                          f"batch_size × grad_accum_steps × block_size = {per_step} tokens; raise "
+                          "the budget")
     return replace(base, max_steps=steps, warmup_steps=min(base.warmup_steps, steps // 10),
                    lr_decay_steps=None)
 
@@ -364,6 +372,32 @@ def _write(path: Path, runs: list[dict]) -> None:
     with atomic_write(path) as tmp:
         tmp.write_text(json.dumps({"format": FORMAT, "version": VERSION, "runs": runs}, indent=1),
                        encoding="utf-8")
+
+
+def compute_frontier(curves, points: int = 60):
+    """The compute-efficient frontier of several training curves: for each compute C on a
+    log-spaced grid of `points` from the least to the most compute any curve reached, the
+    lowest loss any curve had reached by C. curves: (flops [n], loss [n]) pairs, flops
+    increasing (FLOPs, e.g. `training_flops(N, tokens)` along a run; losses in nats).
+    Returns (grid, best) lists, or None for fewer than two curves."""
+    curves = [(np.asarray(x, dtype=float), np.asarray(y, dtype=float)) for x, y in curves]
+    curves = [(x, y) for x, y in curves if len(x)]
+    if len(curves) < 2:
+        return None
+    lo, hi = min(x[0] for x, _ in curves), max(x[-1] for x, _ in curves)
+    if not lo > 0 or hi <= lo:
+        return None
+    grid = np.logspace(math.log10(lo), math.log10(hi), points)
+    grid[0], grid[-1] = lo, hi  # exactly: logspace's ends can round inwards
+    best = np.full(points, np.inf)
+    for x, y in curves:
+        # a run's loss by compute c: the lowest it reached at or before c
+        running = np.minimum.accumulate(np.where(np.isfinite(y), y, np.inf))
+        at = np.searchsorted(x, grid, side="right") - 1
+        ok = at >= 0
+        best[ok] = np.minimum(best[ok], running[at[ok]])
+    keep = np.isfinite(best)
+    return grid[keep].tolist(), best[keep].tolist()
 
 
 # ---- fitting ----------------------------------------------------------------------------

@@ -162,3 +162,25 @@ def test_a_run_with_frozen_blocks_resumes_from_its_checkpoint_still_frozen(pretr
         pytest.approx([r["train_loss"] for r in whole.history.rows()], abs=1e-6)
     for k, v in resumed.model.state_dict().items():
         torch.testing.assert_close(v, whole.model.state_dict()[k], atol=1e-6, rtol=0)
+
+
+def test_frozen_embeddings_with_new_characters_are_refused(pretrained):
+    with pytest.raises(ConfigError, match="never train.*Freeze blocks only"):
+        finetune(pretrained[1], NEW + "zoe\n" * 50, freeze=1, **TRAIN)
+    tuned = finetune(pretrained[1], NEW + "zoe\n" * 50, freeze=["transformer.h.0"], **TRAIN)
+    assert tuned.model.transformer.wte.weight.requires_grad
+
+
+def test_the_pretrained_model_is_copied_not_trained_in_place(pretrained):
+    from lmlab import checkpoint
+
+    ck = checkpoint.load(pretrained[1])
+    before = weights(ck.model)
+    tuned = finetune(ck, NEW, max_steps=5, **TRAIN)
+    assert tuned.model is not ck.model
+    tuned.run(progress=False)
+    for k, v in ck.model.state_dict().items():
+        assert torch.equal(v, before[k])
+    state = torch.random.get_rng_state()
+    finetune(pretrained[0], NEW, **TRAIN)  # copying a trainer's model draws no random numbers
+    assert torch.equal(torch.random.get_rng_state(), state)

@@ -193,3 +193,13 @@ def test_a_comparison_started_on_bad_text_says_why_and_recovers(model, other, da
     assert w.ids == [] and "€" in w.status.value and "lmlab-error" in w._snapshot()
     w.text_box.value = "the dog"
     assert w.status.value == "" and w.position == 6 and "after position 6" in w.line.value
+
+
+def test_trainers_with_another_tokenizer_of_the_same_size_are_refused(model, other, data):
+    from lmlab import CharTokenizer
+
+    config = TrainConfig(batch_size=8, max_steps=5, device="cpu")
+    shuffled = CharTokenizer(list(reversed(data.tokenizer.chars)))  # same size, other ids
+    b = Trainer(other, TokenDataset(TEXT, shuffled, block_size=32), config)
+    with pytest.raises(ConfigError, match=r"\['b'\] tokenize with another tokenizer"):
+        ModelComparison(trainers={"a": Trainer(model, data, config), "b": b}, text="the fox")

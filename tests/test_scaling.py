@@ -241,3 +241,32 @@ def test_fitted_offset_is_never_negative():
     fit = fit_power_law(N, L)
     assert fit.c == 0.0 and math.isnan(fit.c_err)
     assert (fit.a, fit.alpha) == pytest.approx((fit.pure.a, fit.pure.alpha), rel=1e-6)
+
+
+def test_two_sweeps_on_one_file_keep_each_others_runs(text, tmp_path):
+    out = tmp_path / "shared.json"
+    kwargs = dict(tokens_per_run=20 * 16 * 32, out=out, block_size=32, eval_batches=2, train=TRAIN)
+    a, b = SweepPlan(text, SIZES[:2], **kwargs), SweepPlan(text, SIZES[:2], **kwargs)
+    for plan, i in ((a, 0), (b, 1)):
+        trainer = plan.trainer(i)
+        trainer.run(progress=False)
+        plan.record(i, trainer)
+    assert SweepPlan(text, SIZES[:2], **kwargs).next_missing() is None  # b kept a's run
+
+
+def test_accumulated_steps_count_in_the_budget(text):
+    one = SweepPlan(text, SIZES[:1], tokens_per_run=TOKENS, block_size=32, train=TRAIN)
+    two = SweepPlan(text, SIZES[:1], tokens_per_run=TOKENS, block_size=32,
+                    train={**TRAIN, "grad_accum_steps": 2})
+    assert two.train_configs[0].max_steps * 2 == one.train_configs[0].max_steps == 200
+
+
+def test_compute_frontier_is_the_lowest_loss_reached_by_each_compute():
+    from lmlab.scaling import compute_frontier
+
+    fast = ([1, 2, 4], [3.0, 2.0, 1.9])
+    slow = ([2, 4, 8], [3.5, 1.5, 1.0])
+    grid, best = compute_frontier([fast, slow], points=4)
+    assert grid == pytest.approx([1, 2, 4, 8])
+    assert best == [3.0, 2.0, 1.5, 1.0]
+    assert compute_frontier([fast]) is None

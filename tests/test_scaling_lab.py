@@ -3,6 +3,7 @@ through the run control), resumed from its file, the fit with a fixed or fitted 
 the compute frontier, and errors shown in the view."""
 
 import math
+import threading
 import time
 
 import numpy as np
@@ -140,3 +141,56 @@ def test_a_failing_chart_never_stops_the_sweep(tmp_path, monkeypatch):
 def test_default_offset():
     assert default_offset(CharTokenizer.fit("abc")) == pytest.approx(math.log(2))
     assert default_offset(object()) == 0.0
+
+
+def test_an_offset_above_the_losses_is_clamped_without_hanging(trained):
+    _, runs, out = trained
+    built = []
+    worker = threading.Thread(target=lambda: built.append(make_lab(out, offset=5.0)), daemon=True)
+    worker.start()
+    worker.join(30)  # the slider's lower max moved its value inside a redraw: it deadlocked
+    assert not worker.is_alive(), "building the lab hung"
+    lab = built[0]
+    assert lab.offset_slider.value < min(runs.column("val_loss")) and lab.fit.c == lab.offset_slider.value
+
+
+def test_running_the_cell_again_stops_the_older_lab(tmp_path):
+    out = tmp_path / "again.json"
+    first = make_lab(out)
+    first.start()
+    trainer = first.trainer
+    wait_for(lambda: trainer.step_count >= 3)
+    second = make_lab(out)
+    wait_for(lambda: not trainer.is_alive)
+    assert first.start_button.disabled and "newer scaling lab" in first.status.value
+    assert second.plan.next_missing() == 0 and not second.start_button.disabled
+
+
+def test_closing_the_lab_stops_its_training(tmp_path):
+    lab = make_lab(tmp_path / "closed.json")
+    lab.start()
+    trainer = lab.trainer
+    wait_for(lambda: trainer.step_count >= 3)
+    lab.close()
+    wait_for(lambda: not trainer.is_alive)
+    assert trainer.step_count < trainer.config.max_steps
+
+
+def test_a_stop_during_the_last_step_still_records_the_size(tmp_path):
+    lab = make_lab(tmp_path / "last.json")
+    lab.start()
+    trainer = lab.trainer
+    last = trainer.config.max_steps - 1
+
+    def stop_in_last_step(module, args):
+        if trainer.step_count == last and trainer.state == "running":
+            lab._chain = False  # as the Stop button does (its trainer.stop waits: not from a step)
+            trainer.stop(wait=False)  # lands during the final step: the run ends "stopped"
+
+    hook = trainer.model.register_forward_pre_hook(stop_in_last_step)
+    wait_for(lambda: not trainer.is_alive)
+    hook.remove()
+    assert trainer.state == "stopped" and trainer.step_count == trainer.config.max_steps
+    lab.start()  # records it and goes on (it refused: "already at step N of max_steps")
+    wait_for(lambda: lab.plan.next_missing() is None and lab.trainer is None)
+    assert lab.results.complete and lab.results[0]["steps"] == trainer.config.max_steps

@@ -141,6 +141,11 @@ class ModelComparison(TrainerView, W.VBox):
                 + ", ".join(f"{name!r} has {v}" for name, v in differ.items())
                 + "; compare models trained with this tokenizer (fine-tune from the pretrained "
                   "model's vocabulary), or pass the tokenizer they were trained with")
+        spoken = {name: t.dataset.tokenizer.to_dict() for name, t in self.trainers.items()}
+        other = [name for name, tok in spoken.items() if tok != tokenizer.to_dict()]
+        if other:  # the same size is not enough: the ids must stand for the same text
+            raise ConfigError(f"the trainers {other} tokenize with another tokenizer than the one "
+                              "given; compare runs trained with one tokenizer")
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= vocab:
             raise ConfigError(f"k={k!r} must be a whole number from 1 to the vocabulary size {vocab}")
         W.VBox.__init__(self)

@@ -13,16 +13,20 @@ from __future__ import annotations
 
 import html
 import math
+import weakref
 
 import ipywidgets as W
 import numpy as np
 
 from lmlab.errors import ConfigError, LmlabError
-from lmlab.scaling import DEFAULT_SIZES, DEFAULT_TOKENS, SweepPlan, default_offset, fit_power_law
+from lmlab.scaling import (DEFAULT_SIZES, DEFAULT_TOKENS, SweepPlan, compute_frontier, default_offset,
+                           fit_power_law, tokens_per_step, training_flops)
 
 from ._view import REFRESH_S, TrainerView, message_html
 from .chart import LineChart, line
 from .dashboard import LossCurves
+
+_labs: dict = {}  # resolved `out` file -> weak reference to the newest lab writing to it
 
 # small models light, large ones dark: one hue from pale to deep
 RAMP = ("#9ecae1", "#6baed6", "#4292c6", "#2171b5", "#08519c", "#08306b")
@@ -73,6 +77,7 @@ class ScalingLab(TrainerView, W.VBox):
         self.index = None  # its place in the plan
         self.fit = None  # the last `PowerLaw` drawn
         self._chain = False  # Start: begin the next run when one finishes
+        self._syncing = False  # the view itself is moving the offset slider: not a user's move
         n = len(plan)
         self.curves = [LossCurves(500) for _ in range(n)]
         for i, run in enumerate(plan.runs):
@@ -113,7 +118,7 @@ class ScalingLab(TrainerView, W.VBox):
         self.start_button.on_click(self.guarded(lambda _: self.start()))
         self.stop_button.on_click(self.guarded(lambda _: self.stop()))
         for control in (self.offset_slider, self.fit_offset):
-            control.observe(self.guarded(lambda _: self._refresh()), "value")
+            control.observe(self.guarded(self._on_fit_control), "value")
         half = W.Layout(width="50%")
         super().__init__([
             W.HBox([self.start_button, self.stop_button, self.progress],
@@ -124,12 +129,39 @@ class ScalingLab(TrainerView, W.VBox):
             self.equation, self.table,
         ], _dom_classes=("lmlab-scaling",))
         self._init_view([], refresh)
+        if plan.path is not None:  # a cell run again: the older lab on this file stops
+            key = str(plan.path.resolve())
+            older = _labs.get(key)
+            older = older() if older is not None else None
+            if older is not None and older is not self:
+                older.retire("a newer scaling lab on the same file was displayed (the cell ran "
+                             "again); this one stopped training and no longer updates")
+            _labs[key] = weakref.ref(self)
         self.redraw(force=True)
+
+    def _on_fit_control(self, _) -> None:
+        if not self._syncing:
+            self._refresh()
 
     # ---- running ---------------------------------------------------------------------------
 
     def _controls(self) -> list:
         return [self.start_button, self.stop_button, self.offset_slider, self.fit_offset]
+
+    def _stop_training(self) -> None:
+        self._chain = False
+        if self.trainer is not None and self.trainer.is_alive and self.trainer.driver != "blocking":
+            self.trainer.stop(wait=False)
+
+    def retire(self, why: str) -> None:
+        """Stop the size in training (it is this lab's own) and stop updating."""
+        self._stop_training()
+        super().retire(why)
+
+    def close(self):
+        """Stop the size in training and detach; the last snapshot stays."""
+        self._stop_training()
+        super().close()
 
     @property
     def results(self):
@@ -150,6 +182,11 @@ class ScalingLab(TrainerView, W.VBox):
         self._watch(self.trainer, "error", "_on_failure")
         return True
 
+    def _trained(self) -> bool:
+        """Whether the size in training has taken all its steps (a Stop during its last step
+        leaves it "stopped" at max_steps: trained all the same)."""
+        return self.trainer.step_count >= self.trainer.config.max_steps
+
     def _finish(self) -> None:
         self.curves[self.index].catch_up(self.trainer.history)
         self.plan.record(self.index, self.trainer)
@@ -164,6 +201,10 @@ class ScalingLab(TrainerView, W.VBox):
         if self.trainer is None and not self._begin():
             raise LmlabError("every size is trained: the sweep is complete")
         self._show("", "error")
+        if self._trained():  # stopped during its last step: record it and go on
+            self._chain = True
+            self._on_end(self.trainer, "stopped")
+            return
         self._chain = True
         self.trainer.start()
         self._refresh()
@@ -180,8 +221,9 @@ class ScalingLab(TrainerView, W.VBox):
         `results`. The kernel's interrupt stops after the step in progress."""
         self._chain = False
         while self.trainer is not None or self._begin():
-            self.trainer.run(progress=False)
-            if self.trainer.state != "finished":
+            if not self._trained():
+                self.trainer.run(progress=False)
+            if not self._trained():
                 break
             self._finish()
             self._refresh()
@@ -192,7 +234,7 @@ class ScalingLab(TrainerView, W.VBox):
     def _on_end(self, trainer, state) -> None:
         if trainer is not self.trainer:
             return
-        if state != "finished":
+        if not self._trained():
             self._chain = False
             self._show(f"stopped during size {self.index + 1} at step {trainer.step_count}; Start "
                        "continues it", "notice")
@@ -238,9 +280,9 @@ class ScalingLab(TrainerView, W.VBox):
             label = f"{_shape(plan.configs[i].to_dict())} ({_si(plan.params[i])})"
             tokens, loss = c.series("tokens")["train_smooth"]
             curves.append(line(label, tokens, loss, colour))
-            flops = [6 * plan.params[i] * t for t in tokens]
+            flops = [training_flops(plan.params[i], t) for t in tokens]
             compute.append(line("", flops, loss, colour, width=1.5))
-        frontier = self._frontier(compute)
+        frontier = compute_frontier([(ln["x"], ln["y"]) for ln in compute])
         if frontier is not None:
             compute.append(line("frontier", *frontier, "#111", width=1.5, dash=True))
         self.curve_chart.set_lines(curves)
@@ -248,29 +290,6 @@ class ScalingLab(TrainerView, W.VBox):
         self._draw_fit()
         self._draw_progress()
         self.table.value = self._table()
-
-    @staticmethod
-    def _frontier(lines, points: int = 60):
-        """The lowest loss any run reached by each amount of compute (log-spaced)."""
-        xs = [np.asarray(ln["x"], dtype=float) for ln in lines]
-        ys = [np.asarray(ln["y"], dtype=float) for ln in lines]
-        if len(lines) < 2:
-            return None
-        lo = min(x[0] for x in xs if len(x))
-        hi = max(x[-1] for x in xs if len(x))
-        if not lo > 0 or hi <= lo:
-            return None
-        grid = np.logspace(math.log10(lo), math.log10(hi), points)
-        grid[0], grid[-1] = lo, hi  # exactly: logspace's ends can round inwards
-        best = np.full(points, np.inf)
-        for x, y in zip(xs, ys):
-            # a run's loss by compute c: the lowest it reached at or before c (its curve so far)
-            running = np.minimum.accumulate(np.where(np.isfinite(y), y, np.inf))
-            at = np.searchsorted(x, grid, side="right") - 1
-            ok = at >= 0
-            best[ok] = np.minimum(best[ok], running[at[ok]])
-        keep = np.isfinite(best)
-        return grid[keep].tolist(), best[keep].tolist()
 
     def _draw_fit(self) -> None:
         runs = [r for r in self.plan.runs if r is not None]
@@ -282,7 +301,11 @@ class ScalingLab(TrainerView, W.VBox):
         free = self.fit_offset.value
         self.offset_slider.disabled = free
         if L:
-            self.offset_slider.max = max(0.01, round(min(L) - 0.01, 2))
+            self._syncing = True  # a lower max can move the value: not a user's change
+            try:
+                self.offset_slider.max = max(0.01, round(min(L) - 0.01, 2))
+            finally:
+                self._syncing = False
         try:
             if len(runs) >= (3 if free else 2):
                 self.fit = fit_power_law(N, L, c=None if free else self.offset_slider.value)
@@ -339,9 +362,9 @@ class ScalingLab(TrainerView, W.VBox):
             run = self.plan.runs[i]
             cells = [_shape(config.to_dict()), f"{self.plan.params[i]:,}"]
             if run is None:
-                budget = self.plan.train_configs[i].max_steps
+                cfg = self.plan.train_configs[i]
                 state = "training" if i == self.index else "to train"
-                cells += [f"{budget * self.plan.train_configs[i].batch_size * config.block_size:,}",
+                cells += [f"{cfg.max_steps * tokens_per_step(cfg, config.block_size):,}",
                           "", "", "", state]
             else:
                 cells += [f"{run['tokens']:,}", f"{run['flops']:.2e}", f"{run['val_loss']:.4f}",
