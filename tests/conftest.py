@@ -45,3 +45,13 @@ def model(data):
 
     torch.manual_seed(0)
     return GPT(GPTConfig(vocab_size=data.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=16))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for the module: tiny models train faster so, and far faster on
+    a machine that is busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -13,12 +13,7 @@ TRAIN = dict(batch_size=8, learning_rate=3e-3, warmup_steps=5, eval_interval=100
              seed=3)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,7 @@ TRAIN = dict(batch_size=16, learning_rate=3e-3, warmup_steps=20, eval_interval=1
 TOKENS = 200 * 16 * 32
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and far faster on a machine that is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

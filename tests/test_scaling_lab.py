@@ -8,7 +8,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 from _needs import need
 
 need("ipywidgets", "pip install -e .")
@@ -23,12 +22,7 @@ TOKENS = 60 * 8 * 32
 TEXT = "".join(f"{i} little pigs went to market; {i * 7 % 13} came home.\n" for i in range(600))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_lab(out, **kwargs):
@@ -46,7 +40,6 @@ def wait_for(condition, timeout=120.0):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("lab") / "sweep.json"
-    torch.set_num_threads(1)
     lab = make_lab(out)
     runs = lab.run()
     return lab, runs, out
@@ -162,7 +155,7 @@ def test_running_the_cell_again_stops_the_older_lab(tmp_path):
     wait_for(lambda: trainer.step_count >= 3)
     second = make_lab(out)
     wait_for(lambda: not trainer.is_alive)
-    assert first.start_button.disabled and "newer scaling lab" in first.status.value
+    assert first.start_button.disabled and "a newer view writing to" in first.status.value
     assert second.plan.next_missing() == 0 and not second.start_button.disabled
 
 

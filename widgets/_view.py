@@ -39,20 +39,22 @@ class TrainerView:
     refresh = REFRESH_S
     _display_id = None  # set when displayed in IPython: the outputs `refresh_snapshot` replaces
 
-    def _init_view(self, trainers, refresh: float = REFRESH_S):
+    def _init_view(self, trainers, refresh: float = REFRESH_S, key=None, subject: str | None = None):
+        """`key`: what this view shows, when not its trainers (e.g. the file it writes to),
+        named `subject` in the notice: the older view of the same class and key is retired."""
         self.refresh = refresh
         self._subscriptions = []
         self._last_draw = 0.0
         self._draw_lock = threading.Lock()
         self.closed = False
-        if not trainers:  # a view of no trainer costs no training time: never retired
+        if not trainers and key is None:  # a view of no trainer costs no training time: never retired
             return
-        key = (type(self).__name__, tuple(sorted(id(t) for t in trainers)))
+        key = (type(self).__name__, key if key is not None else tuple(sorted(id(t) for t in trainers)))
         older = _current.get(key)
         older = older() if older is not None else None
         if older is not None and older is not self:
-            older.retire("a newer view of this trainer was displayed (the cell ran again); "
-                         "this one no longer updates")
+            older.retire(f"a newer view {'of this trainer' if subject is None else subject} was "
+                         "displayed (the cell ran again); this one no longer updates")
         _current[key] = weakref.ref(self)
 
     def _follow(self, trainer, every: int) -> None:
@@ -214,6 +216,17 @@ class TrainerView:
 
     def _show(self, message: str, kind: str) -> None:
         raise NotImplementedError
+
+
+def model_and_tokenizer(view: str, model, tokenizer, trainer):
+    """The model and tokenizer a view of a text reads: those given, else the trainer's.
+    Neither and no trainer is a TypeError naming the two ways to build `view`."""
+    if trainer is not None:
+        model = trainer.model if model is None else model
+        tokenizer = tokenizer or trainer.dataset.tokenizer
+    if model is None or tokenizer is None:
+        raise TypeError(f"{view}(model, tokenizer, text) or {view}(trainer=trainer, text=text)")
+    return model, tokenizer
 
 
 def message_html(message: str, kind: str) -> str:

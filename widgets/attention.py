@@ -28,7 +28,7 @@ from lmlab import inspect as lens
 from lmlab.files import atomic_write
 
 from . import images
-from ._view import TrainerView, message_html
+from ._view import TrainerView, message_html, model_and_tokenizer
 from .heads import HeadGrid
 from .table import HeadTable
 
@@ -49,12 +49,7 @@ class AttentionExplorer(TrainerView, W.VBox):
 
     def __init__(self, model=None, tokenizer=None, text: str = "", *, trainer=None,
                  every: int = 50, thumbnail: int = 48, ablation: str = "zero"):
-        if trainer is not None:
-            model = trainer.model if model is None else model
-            tokenizer = tokenizer or trainer.dataset.tokenizer
-        if model is None or tokenizer is None:
-            raise TypeError("AttentionExplorer(model, tokenizer, text) or "
-                            "AttentionExplorer(trainer=trainer, text=text)")
+        model, tokenizer = model_and_tokenizer("AttentionExplorer", model, tokenizer, trainer)
         if ablation not in ABLATION_MODES:
             raise ValueError(f"ablation={ablation!r}; choose one of {sorted(ABLATION_MODES)}")
         W.VBox.__init__(self)

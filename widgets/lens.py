@@ -21,7 +21,7 @@ from lmlab.adapt import context_length, display, token_ids
 from lmlab.errors import ConfigError
 from lmlab.inspect import logit_lens
 
-from ._view import TrainerView, message_html
+from ._view import TrainerView, message_html, model_and_tokenizer
 
 COLOURS = {"top": "top prediction", "true": "the true next token"}
 SCALES = {"top": ((247, 251, 255), (8, 48, 107)),  # plotly's Blues, ends
@@ -60,12 +60,7 @@ class LogitLensView(TrainerView, W.VBox):
 
     def __init__(self, model=None, tokenizer=None, text: str = "", k: int = 5, *, trainer=None,
                  every: int = 50, columns: int = 64, colour: str = "top"):
-        if trainer is not None:
-            model = trainer.model if model is None else model
-            tokenizer = tokenizer or trainer.dataset.tokenizer
-        if model is None or tokenizer is None:
-            raise TypeError("LogitLensView(model, tokenizer, text) or "
-                            "LogitLensView(trainer=trainer, text=text)")
+        model, tokenizer = model_and_tokenizer("LogitLensView", model, tokenizer, trainer)
         vocab = model.config.vocab_size
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= vocab:
             raise ConfigError(f"k={k!r} must be a whole number from 1 to the vocabulary size {vocab}")

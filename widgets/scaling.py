@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import html
 import math
-import weakref
 
 import ipywidgets as W
 import numpy as np
@@ -25,8 +24,6 @@ from lmlab.scaling import (DEFAULT_SIZES, DEFAULT_TOKENS, SweepPlan, compute_fro
 from ._view import REFRESH_S, TrainerView, message_html
 from .chart import LineChart, line
 from .dashboard import LossCurves
-
-_labs: dict = {}  # resolved `out` file -> weak reference to the newest lab writing to it
 
 # small models light, large ones dark: one hue from pale to deep
 RAMP = ("#9ecae1", "#6baed6", "#4292c6", "#2171b5", "#08519c", "#08306b")
@@ -128,15 +125,9 @@ class ScalingLab(TrainerView, W.VBox):
             W.HBox([self.offset_slider, self.fit_offset], layout=W.Layout(align_items="center")),
             self.equation, self.table,
         ], _dom_classes=("lmlab-scaling",))
-        self._init_view([], refresh)
-        if plan.path is not None:  # a cell run again: the older lab on this file stops
-            key = str(plan.path.resolve())
-            older = _labs.get(key)
-            older = older() if older is not None else None
-            if older is not None and older is not self:
-                older.retire("a newer scaling lab on the same file was displayed (the cell ran "
-                             "again); this one stopped training and no longer updates")
-            _labs[key] = weakref.ref(self)
+        # a cell run again: the older lab writing to the same file stops (see `retire`)
+        path = plan.path.resolve() if plan.path is not None else None
+        self._init_view([], refresh, key=str(path) if path else None, subject=f"writing to {path}")
         self.redraw(force=True)
 
     def _on_fit_control(self, _) -> None:

@@ -18,7 +18,7 @@ import ipywidgets as W
 from lmlab.adapt import context_length, token_ids
 from lmlab.sampling import score
 
-from ._view import TrainerView, message_html
+from ._view import TrainerView, message_html, model_and_tokenizer
 from .stepper import TokenChips
 
 
@@ -28,12 +28,7 @@ class TokenSurprise(TrainerView, W.VBox):
 
     def __init__(self, model=None, tokenizer=None, text: str = "", *, trainer=None,
                  every: int = 50, alternatives: int = 5):
-        if trainer is not None:
-            model = trainer.model if model is None else model
-            tokenizer = tokenizer or trainer.dataset.tokenizer
-        if model is None or tokenizer is None:
-            raise TypeError("TokenSurprise(model, tokenizer, text) or "
-                            "TokenSurprise(trainer=trainer, text=text)")
+        model, tokenizer = model_and_tokenizer("TokenSurprise", model, tokenizer, trainer)
         W.VBox.__init__(self)
         self._init_view([trainer] if trainer is not None else [])
         self.model, self.tokenizer, self.trainer = model, tokenizer, trainer
