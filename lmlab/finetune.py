@@ -76,9 +76,7 @@ def finetune(pretrained, data, config: TrainConfig | None = None, *, freeze=None
                 "the same row, and the tied output layer could never predict them). Freeze "
                 "blocks only, e.g. freeze=['transformer.wpe', 'transformer.h.0'], or pass "
                 "new_tokens='error' to see which characters are new")
-    trainer = Trainer(model, dataset, config, **overrides)
-    trainer.frozen = frozen if freeze is not None else []
-    return trainer
+    return Trainer(model, dataset, config, **overrides)
 
 
 def from_scratch(trainer: Trainer, seed: int | None = None) -> Trainer:

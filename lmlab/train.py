@@ -338,6 +338,12 @@ class Trainer:
             )
 
     @property
+    def frozen(self) -> list[str]:
+        """Names of the parameters that do not train (`requires_grad` off, e.g. by
+        `lmlab.finetune(..., freeze=...)`), in `named_parameters` order; kept in checkpoints."""
+        return [name for name, p in self.model.named_parameters() if not p.requires_grad]
+
+    @property
     def lock(self):
         """The model's lock: held for the whole of each step and by every read."""
         return model_lock(self.model)
@@ -881,7 +887,7 @@ class Trainer:
                 "param_groups": opt["param_groups"],
                 "optimizer_values": opt_values,
                 "history": self.history.to_json(),
-                "frozen": [n for n, p in self.model.named_parameters() if not p.requires_grad],
+                "frozen": self.frozen,
             },
         )
 
