@@ -24,6 +24,7 @@ import time
 import uuid
 import weakref
 
+from lmlab.adapt import token_ids
 from lmlab.errors import LmlabError
 
 REFRESH_S = 0.25  # at most four redraws a second
@@ -197,6 +198,20 @@ class TrainerView:
         from IPython.display import update_display
 
         update_display(self._bundle(), raw=True, display_id=self._display_id)
+
+    def _read_text(self, text: str | None, model=None) -> list[int] | None:
+        """For views of a text in `self.text_box`: its token ids for `model` (default
+        `self.model`) with `self.tokenizer`; None when there is nothing to draw: `text` was
+        put in the box (whose observer comes back to update) or the text is bad (shown in
+        the view, the last good view stays)."""
+        if text is not None and text != self.text_box.value:
+            self.text_box.value = text  # observed: comes back here
+            return None
+        try:
+            return token_ids(model or self.model, self.text_box.value, self.tokenizer)
+        except Exception as e:
+            self.show_error(e)
+            return None
 
     def guarded(self, handler):
         """A UI handler whose error is shown in this view, never raised."""

@@ -17,7 +17,7 @@ import html
 import ipywidgets as W
 import plotly.graph_objects as go
 
-from lmlab.adapt import context_length, display, token_ids
+from lmlab.adapt import context_length, display
 from lmlab.errors import ConfigError
 from lmlab.inspect import logit_lens
 
@@ -111,13 +111,8 @@ class LogitLensView(TrainerView, W.VBox):
     def update(self, text: str | None = None) -> None:
         """Read `text` (default: the text box's) through every layer and redraw. Bad text
         is reported in the status line and the last good view stays."""
-        if text is not None and text != self.text_box.value:
-            self.text_box.value = text  # observed: comes back here
-            return
-        try:
-            ids = token_ids(self.model, self.text_box.value, self.tokenizer)
-        except Exception as e:
-            self.show_error(e)
+        ids = self._read_text(text)
+        if ids is None:
             return
         notices = []
         context = context_length(self.model)

@@ -22,7 +22,7 @@ import ipywidgets as W
 import torch
 import traitlets
 
-from lmlab.adapt import context_length, token_ids
+from lmlab.adapt import context_length
 from lmlab.errors import ConfigError
 from lmlab.inspect import capture_attention, head_summary, induction_scores
 from lmlab.sampling import divergence, next_token_distribution, score
@@ -197,14 +197,8 @@ class ModelComparison(TrainerView, W.VBox):
         """Read `text` (default: the text box's) with every model: losses, attention
         summaries, and the next-token distributions at the chosen position; redraw. Bad
         text is reported in the status line and the last good view stays."""
-        if text is not None and text != self.text_box.value:
-            self.text_box.value = text  # observed: comes back here
-            return
-        first = next(iter(self.models.values()))
-        try:
-            ids = token_ids(first, self.text_box.value, self.tokenizer)
-        except Exception as e:
-            self.show_error(e)
+        ids = self._read_text(text, model=next(iter(self.models.values())))
+        if ids is None:
             return
         notice = ""
         if len(ids) > self.max_tokens:

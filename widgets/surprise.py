@@ -15,7 +15,7 @@ import math
 
 import ipywidgets as W
 
-from lmlab.adapt import context_length, token_ids
+from lmlab.adapt import context_length
 from lmlab.sampling import score
 
 from ._view import TrainerView, message_html, model_and_tokenizer
@@ -50,13 +50,8 @@ class TokenSurprise(TrainerView, W.VBox):
         """Score `text` (default: the text box's) and redraw. Bad text is reported in the
         status line and the last good view stays; a text longer than the model reads is
         scored over its first context + 1 tokens, with a notice."""
-        if text is not None and text != self.text_box.value:
-            self.text_box.value = text  # observed: comes back here
-            return
-        try:
-            ids = token_ids(self.model, self.text_box.value, self.tokenizer)
-        except Exception as e:
-            self.show_error(e)
+        ids = self._read_text(text)
+        if ids is None:
             return
         notice = ""
         context = context_length(self.model)
