@@ -94,7 +94,7 @@ class ScalingLab(TrainerView, W.VBox):
         self.curve_chart = LineChart(title="training loss of each size", x_label="tokens seen",
                                      y_label="loss (nats/token)", height=300,
                                      _dom_classes=("lmlab-scaling-curves",))
-        self.fit_chart = LineChart(title="final validation loss against parameters",
+        self.fit_chart = LineChart(title="final validation loss",
                                    x_label="non-embedding parameters N", y_label="loss (nats/token)",
                                    log_x=True, log_y=True, height=300,
                                    _dom_classes=("lmlab-scaling-fit",))
@@ -307,7 +307,7 @@ class ScalingLab(TrainerView, W.VBox):
             lines.append(line("fit", grid.tolist(), self.fit.predict(grid).tolist(), "#d62728"))
             if self.fit.c > 0:
                 pure = self.fit.pure
-                lines.append(line("pure power law (c = 0)", grid.tolist(),
+                lines.append(line("c = 0", grid.tolist(),
                                   pure.predict(grid).tolist(), "#888", width=1, dash=True))
         self.fit_chart.set_lines(lines)
         self.equation.value = self._equation(runs, note)
@@ -354,7 +354,8 @@ class ScalingLab(TrainerView, W.VBox):
             cells = [_shape(config.to_dict()), f"{self.plan.params[i]:,}"]
             if run is None:
                 cfg = self.plan.train_configs[i]
-                state = "training" if i == self.index else "to train"
+                alive = i == self.index and self.trainer is not None and self.trainer.is_alive
+                state = "training" if alive else "stopped" if i == self.index else "to train"
                 cells += [f"{cfg.max_steps * tokens_per_step(cfg, config.block_size):,}",
                           "", "", "", state]
             else:

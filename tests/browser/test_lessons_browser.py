@@ -48,6 +48,8 @@ def test_lesson_runs_in_jupyterlab(quick, jlab_only, name):
     jlab.page.wait_for_function(ALL_RAN, timeout=600_000, polling=500)
     jlab.wait_kernel_idle(timeout=300_000)
     assert not jlab.cell_errors(), "\n".join(e[-1500:] for e in jlab.cell_errors())
+    refused = jlab.page.locator(".lmlab-message.lmlab-error").all_inner_texts()
+    assert not refused, refused  # a view that shows an error instead of its lesson's text
     for i, selector in enumerate(VIEWS[name]):
         wait_until(lambda: jlab.page.locator(selector).count() > 0, timeout=60, what=selector)
         jlab.element_screenshot(selector.split()[0], f"{Path(name).stem}-view-{i}")
