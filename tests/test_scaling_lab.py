@@ -187,3 +187,16 @@ def test_a_stop_during_the_last_step_still_records_the_size(tmp_path):
     lab.start()  # records it and goes on (it refused: "already at step N of max_steps")
     wait_for(lambda: lab.plan.next_missing() is None and lab.trainer is None)
     assert lab.results.complete and lab.results[0]["steps"] == trainer.config.max_steps
+
+
+def test_redraws_refit_only_when_a_run_or_a_control_changes(trained, monkeypatch):
+    import lmlab.widgets.scaling as module
+
+    lab, calls = trained[0], []
+    real = module.fit_power_law
+    monkeypatch.setattr(module, "fit_power_law", lambda *a, **k: calls.append(1) or real(*a, **k))
+    lab.redraw(force=True)
+    lab.redraw(force=True)
+    assert calls == []  # a redraw while a size trains leaves the fit alone
+    lab.offset_slider.value = 0.5
+    assert calls == [1] and lab.fit.c == 0.5

@@ -75,6 +75,7 @@ class ScalingLab(TrainerView, W.VBox):
         self.fit = None  # the last `PowerLaw` drawn
         self._chain = False  # Start: begin the next run when one finishes
         self._syncing = False  # the view itself is moving the offset slider: not a user's move
+        self._fit_drawn = None  # (N, L, fit c too, c) of the fit drawn last
         n = len(plan)
         self.curves = [LossCurves(500) for _ in range(n)]
         for i, run in enumerate(plan.runs):
@@ -286,9 +287,6 @@ class ScalingLab(TrainerView, W.VBox):
         runs = [r for r in self.plan.runs if r is not None]
         N = [r["params_non_embedding"] for r in runs]
         L = [r["val_loss"] for r in runs]
-        lines = [line("runs", N, L, "#08519c", markers=True, opacity=0)]
-        self.fit = None
-        note = ""
         free = self.fit_offset.value
         self.offset_slider.disabled = free
         if L:
@@ -297,6 +295,13 @@ class ScalingLab(TrainerView, W.VBox):
                 self.offset_slider.max = max(0.01, round(min(L) - 0.01, 2))
             finally:
                 self._syncing = False
+        drawn = (tuple(N), tuple(L), free, self.offset_slider.value)
+        if drawn == self._fit_drawn:  # no run finished and no control moved: nothing to refit
+            return
+        self._fit_drawn = drawn
+        lines = [line("runs", N, L, "#08519c", markers=True, opacity=0)]
+        self.fit = None
+        note = ""
         try:
             if len(runs) >= (3 if free else 2):
                 self.fit = fit_power_law(N, L, c=None if free else self.offset_slider.value)
