@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +22,7 @@ from torch.nn import functional as F
 
 from .adapt import context_length, display, token_ids
 from .errors import ConfigError
+from .hooks import ActivationCache, hooks
 from .model import GPT
 from .reading import model_lock, reading
 from .sampling import Distribution, next_token_distribution
@@ -57,21 +59,61 @@ def _set_attn_implementation(model, name: str):
         model.config._attn_implementation = name
 
 
-def _hf_attention(model, idx: torch.Tensor) -> torch.Tensor:
-    """[L, H, T, T] from a Hugging Face causal LM. Only its eager attention returns
-    probabilities (sdpa returns none), so it is switched to eager for this call."""
+def _hf_read(model, idx: torch.Tensor, attention: bool, streams: bool):
+    """One forward of a Hugging Face causal LM: (logits [T, V], attention [L, H, T, T] or
+    None, residual streams or None). Only its eager attention returns probabilities (sdpa
+    returns none), so it is switched to eager for a call that reads them. Its hidden_states
+    end with the final norm already applied, so the last stream is taken at the norm's input."""
     previous = model.config._attn_implementation
-    if previous != "eager":
+    switch = attention and previous != "eager"
+    seen = []
+    hook = (_final_norm(model).register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+            if streams else None)
+    if switch:
         _set_attn_implementation(model, "eager")
     try:
-        out = model(input_ids=idx, output_attentions=True, use_cache=False)
+        out = model(input_ids=idx, output_attentions=attention, output_hidden_states=streams,
+                    use_cache=False)
     finally:
-        if previous != "eager":
+        if switch:
             _set_attn_implementation(model, previous)
-    if not out.attentions:
-        raise ConfigError(f"{type(model).__name__} returned no attention probabilities even with "
-                          "eager attention; load it with attn_implementation='eager'")
-    return torch.stack([a[0] for a in out.attentions]).float().cpu()
+        if hook is not None:
+            hook.remove()
+    weights = stream_list = None
+    if attention:
+        if not out.attentions:
+            raise ConfigError(f"{type(model).__name__} returned no attention probabilities even with "
+                              "eager attention; load it with attn_implementation='eager'")
+        weights = torch.stack([a[0] for a in out.attentions]).float().cpu()
+    if streams:
+        hidden = getattr(out, "hidden_states", None)
+        if not hidden or len(seen) != 1:
+            raise ConfigError(f"{type(model).__name__} did not give its hidden states and final norm "
+                              "input; the logit lens reads lmlab's GPT and GPT-2-like models")
+        stream_list = [*hidden[:-1], seen[0]]
+    return out.logits[0], weights, stream_list
+
+
+def read_pass(model, idx: torch.Tensor, attention: bool = True, streams: bool = True):
+    """One forward of idx [1, T] (T within the context): (logits [T, V] on the model's
+    device, attention [L, H, T, T] float32 on the CPU or None, the L + 1 residual streams
+    [1, T, C] or None: the embeddings, then each block's output, all before the final norm).
+    lmlab's GPT is read at its named points (`lmlab.hooks`), a Hugging Face model through
+    its attentions and hidden states. Callers hold `reading(model)`."""
+    if not isinstance(model, GPT):
+        return _hf_read(model, idx, attention, streams)
+    last = f"blocks.{model.config.n_layer - 1}.hook_resid_post"
+    names = [n for n in model.hook_dict if (attention and n.endswith("attn.hook_pattern"))
+             or (streams and (n.endswith("hook_resid_pre") or n == last))]
+    cache = ActivationCache()
+    record = [(n, lambda x, hook: dict.__setitem__(cache, hook.name, x)) for n in names]
+    with hooks(model, record):
+        logits = model(idx).logits[0]
+    weights = (torch.stack([cache["pattern", i][0] for i in range(model.config.n_layer)]).float().cpu()
+               if attention else None)
+    stream_list = ([cache["resid_pre", i] for i in range(model.config.n_layer)] + [cache[last]]
+                   if streams else None)
+    return logits, weights, stream_list
 
 
 def capture_attention(model, tokens_or_ids, tokenizer=None) -> Attention:
@@ -82,10 +124,7 @@ def capture_attention(model, tokens_or_ids, tokenizer=None) -> Attention:
     ids = token_ids(model, tokens_or_ids, tokenizer, context_length(model))
     with reading(model):
         idx = torch.tensor([ids], device=next(model.parameters()).device)
-        if isinstance(model, GPT):
-            weights = model.attention(idx)[0]
-        else:
-            weights = _hf_attention(model, idx)
+        _, weights, _ = read_pass(model, idx, attention=True, streams=False)
     return Attention(weights, list(map(display(tokenizer), ids)), ids)
 
 
@@ -182,6 +221,27 @@ def _head_masks(model: GPT, heads) -> dict[int, torch.Tensor]:
     return masks
 
 
+_ablating: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> layers inside ablate()
+
+
+def ablation_hooks(model: GPT, heads, mode: str = "zero") -> list[tuple[str, object]]:
+    """Forward hooks (for `lmlab.hooks.hooks` or `run_with_hooks`) that knock `heads` out at
+    each layer's `attn.hook_z` [B, T, H, D]: "zero" sets a head's output to zero, "mean"
+    replaces it by its mean over the T positions of the forward call."""
+    if not isinstance(model, GPT):
+        raise ConfigError(f"ablation works on lmlab's GPT, not {type(model).__name__}")
+    if mode not in ("zero", "mean"):
+        raise ConfigError(f"mode={mode!r}; choose 'zero' or 'mean'")
+
+    def knock(mask: torch.Tensor):
+        def hook(z, _):
+            off = mask.to(z.device).view(1, 1, -1, 1)
+            return torch.where(off, 0.0 if mode == "zero" else z.mean(1, keepdim=True), z)
+        return hook
+
+    return [(f"blocks.{layer}.attn.hook_z", knock(mask)) for layer, mask in _head_masks(model, heads).items()]
+
+
 @contextlib.contextmanager
 def ablate(model: GPT, heads, mode: str = "zero"):
     """Knock heads out of `model` for the `with` block, on the model itself (no copy):
@@ -190,28 +250,24 @@ def ablate(model: GPT, heads, mode: str = "zero"):
             logits = model(idx).logits
 
     mode "zero": each head's output (its [T, D] slice of the attention output, before
-    the output projection c_proj) is zeroed. "mean": replaced by its mean over the T
-    positions of the current forward call (so a one-token step on a key/value cache is
-    left unchanged: ablate whole sequences). Holds the model's lock for the whole block,
-    so no training step runs with heads ablated; the model is restored after."""
-    if not isinstance(model, GPT):
-        raise ConfigError(f"ablation works on lmlab's GPT, not {type(model).__name__}")
-    if mode not in ("zero", "mean"):
-        raise ConfigError(f"mode={mode!r}; choose 'zero' or 'mean'")
-    masks = _head_masks(model, heads)
-    blocks = model.transformer.h
+    the output projection c_proj, at `blocks.{l}.attn.hook_z`) is zeroed. "mean":
+    replaced by its mean over the T positions of the current forward call (so a one-token
+    step on a key/value cache is left unchanged: ablate whole sequences). Holds the model's
+    lock for the whole block, so no training step runs with heads ablated; the hooks are
+    removed after."""
+    fwd_hooks = ablation_hooks(model, heads, mode)
+    layers = {int(name.split(".")[1]) for name, _ in fwd_hooks}
     with model_lock(model):
-        busy = [layer for layer in masks if blocks[layer].attn.ablation is not None]
+        busy = sorted(layers & _ablating.get(model, set()))
         if busy:
             raise ConfigError(f"layers {busy} already have heads ablated by an enclosing ablate(); "
                               "pass all the heads to one ablate() call")
+        _ablating.setdefault(model, set()).update(layers)
         try:
-            for layer, mask in masks.items():
-                blocks[layer].attn.ablation = (mask.to(model.device), mode)
-            yield model
+            with hooks(model, fwd_hooks):
+                yield model
         finally:
-            for layer in masks:
-                blocks[layer].attn.ablation = None
+            _ablating[model] -= layers
 
 
 def ablation_effect(model: GPT, tokens_or_ids, heads, mode: str = "zero",
@@ -243,6 +299,17 @@ def predictions_at(model, tokenizer, ids: list[int], position: int, k: int = 10)
         raise ConfigError(f"k={k} must be at least 1")
     d = next_token_distribution(model, tokenizer, list(ids[: position + 1]))
     return Distribution(d.ids[:k], d.tokens[:k], d.probs_raw[:k], d.probs[:k], removed=[])
+
+
+def top_predictions(logits: torch.Tensor, tokenizer, k: int = 10) -> Distribution:
+    """The k most likely next tokens of logits [V] (temperature 1, no filters), most
+    likely first: what `predictions_at` gives, from logits already computed."""
+    probs = logits.float().softmax(-1)
+    top = torch.sort(probs, descending=True, stable=True)
+    ids = top.indices[:k].tolist()
+    values = top.values[:k].tolist()
+    show = display(tokenizer)
+    return Distribution(ids, [show(i) for i in ids], values, values, removed=[])
 
 
 # ---- images for a browser -----------------------------------------------------------------
@@ -425,32 +492,6 @@ def _final_norm(model) -> torch.nn.Module:
                       f"{', '.join(_FINAL_NORMS)}); the logit lens reads lmlab's GPT and GPT-2-like models")
 
 
-def _residual_stream(model, idx: torch.Tensor) -> list[torch.Tensor]:
-    """idx [1, T] -> the L + 1 residual streams [1, T, C]: the embeddings, then each block's
-    output, all before the final norm. A Hugging Face model's hidden_states end with the
-    final norm already applied, so its last stream is taken at the norm's input instead."""
-    if isinstance(model, GPT):
-        t = model.transformer
-        pos = torch.arange(idx.size(1), device=idx.device)
-        x = t.drop(t.wte(idx) + t.wpe(pos))
-        streams = [x]
-        for i, block in enumerate(t.h):
-            x = block(x, None, i)
-            streams.append(x)
-        return streams
-    seen = []
-    hook = _final_norm(model).register_forward_pre_hook(lambda module, args: seen.append(args[0]))
-    try:
-        out = model(input_ids=idx, output_hidden_states=True, use_cache=False)
-    finally:
-        hook.remove()
-    hidden = getattr(out, "hidden_states", None)
-    if not hidden or len(seen) != 1:
-        raise ConfigError(f"{type(model).__name__} did not give its hidden states and final norm "
-                          "input; the logit lens reads lmlab's GPT and GPT-2-like models")
-    return [*hidden[:-1], seen[0]]
-
-
 def logit_lens(model, text_or_ids, tokenizer=None, k: int = 1, *, full: bool = False) -> LogitLens:
     """The logit lens (nostalgebraist, 2020) of one text (encoded with `tokenizer`) or list of
     T ids: each of the L + 1 residual streams [T, C] decoded as if it were the last,
@@ -467,17 +508,29 @@ def logit_lens(model, text_or_ids, tokenizer=None, k: int = 1, *, full: bool = F
     vocab = model.config.vocab_size
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= vocab:
         raise ConfigError(f"k={k!r} must be a whole number from 1 to the vocabulary size {vocab}")
-    show = display(tokenizer)
     with reading(model):
         idx = torch.tensor([ids], device=next(model.parameters()).device)
-        norm = _final_norm(model)
-        unembed = model.lm_head if isinstance(model, GPT) else model.get_output_embeddings()
-        if unembed is None:
-            raise ConfigError(f"{type(model).__name__} has no output embeddings to decode with")
-        target = torch.tensor(ids[1:], device=idx.device)
-        top_ids, top_probs, next_probs, everything = [], [], [], []
-        for x in _residual_stream(model, idx):
-            logp = F.log_softmax(unembed(norm(x[0])).float(), dim=-1)  # [T, V]
+        _, _, streams = read_pass(model, idx, attention=False, streams=True)
+        return lens_of_streams(model, streams, ids, tokenizer, k, full=full)
+
+
+def lens_of_streams(model, streams: list[torch.Tensor], ids: list[int], tokenizer=None, k: int = 1,
+                    *, full: bool = False) -> LogitLens:
+    """The logit lens (see `logit_lens`) of residual streams already read (`read_pass`):
+    L + 1 tensors [1, T, C] (or [T, C]) of the text `ids`. Callers hold `reading(model)`."""
+    show = display(tokenizer)
+    norm = _final_norm(model)
+    unembed = model.lm_head if isinstance(model, GPT) else model.get_output_embeddings()
+    if unembed is None:
+        raise ConfigError(f"{type(model).__name__} has no output embeddings to decode with")
+    device = next(model.parameters()).device
+    target = torch.tensor(ids[1:], device=device)
+    top_ids, top_probs, next_probs, everything = [], [], [], []
+    with torch.no_grad():
+        for x in streams:
+            x = x.to(device)
+            x = x[0] if x.dim() == 3 else x
+            logp = F.log_softmax(unembed(norm(x)).float(), dim=-1)  # [T, V]
             top = logp.topk(k, dim=-1)
             top_ids.append(top.indices.cpu())
             top_probs.append(top.values.exp().cpu())

@@ -16,6 +16,8 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from .errors import ConfigError
+from .hooks import HookPoint, name_points, run_with_cache, run_with_hooks
+from .reading import weights_changed
 from .settings import Checked
 
 PRESETS: dict[str, dict] = {
@@ -76,7 +78,6 @@ class GPTConfig(Checked):
 class ModelOutput(NamedTuple):
     logits: torch.Tensor  # [B, T, V]
     loss: torch.Tensor | None  # scalar cross-entropy, when targets are given
-    attention: torch.Tensor | None  # [B, L, H, T, S] float32 on the CPU, on request
 
 
 class KVCache:
@@ -110,14 +111,12 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
-        # (heads [H] bool, "zero" | "mean"): knocked-out heads, set only by lmlab.inspect.ablate
-        self.ablation: tuple[torch.Tensor, str] | None = None
+        self.hook_pattern = HookPoint()  # [B, H, T, S]
+        self.hook_z = HookPoint()  # [B, T, H, D]
 
-    def forward(self, x, cache: KVCache | None = None, layer: int = 0,
-                weights_out: torch.Tensor | None = None):
-        """x [B, T, C] -> y [B, T, C]. With `weights_out` ([B, H, T, S] float32, S keys
-        counting the cached ones), the attention probabilities are computed explicitly
-        and written there; without, the fused kernel runs."""
+    def forward(self, x, cache: KVCache | None = None, layer: int = 0):
+        """x [B, T, C] -> y [B, T, C]. The attention probabilities are computed explicitly
+        only while a hook reads `hook_pattern`; otherwise the fused kernel runs."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
@@ -126,14 +125,15 @@ class CausalSelfAttention(nn.Module):
             past = cache.length
             k, v = cache.append(layer, k, v)
         S = past + T
+        explicit = self.hook_pattern.read
         mask = None
-        if past and T > 1 or weights_out is not None:
+        if past and T > 1 or explicit:
             # query i sits at absolute position past + i and sees keys 0 .. past + i
             mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=past)
-        if weights_out is not None:
+        if explicit:
             att = (q * (1.0 / math.sqrt(k.size(-1)))) @ k.transpose(-2, -1)  # scale the smaller side
-            att = torch.softmax(att.masked_fill_(~mask, float("-inf")).float(), dim=-1, out=weights_out)
-            y = self.attn_dropout(att) @ v
+            att = self.hook_pattern(torch.softmax(att.masked_fill_(~mask, float("-inf")).float(), dim=-1))
+            y = self.attn_dropout(att).type_as(v) @ v
         else:
             y = F.scaled_dot_product_attention(
                 q, k, v,
@@ -141,11 +141,8 @@ class CausalSelfAttention(nn.Module):
                 dropout_p=self.dropout if self.training else 0.0,
                 is_causal=mask is None and T > 1,
             )
-        if self.ablation is not None:  # each ablated head's output [T, D]: zeros, or its mean over T
-            heads, mode = self.ablation
-            y = torch.where(heads.view(-1, 1, 1), 0.0 if mode == "zero" else y.mean(2, keepdim=True), y)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.resid_dropout(self.c_proj(y))
+        y = self.hook_z(y.transpose(1, 2))  # [B, T, H, D]: each head's output
+        return self.resid_dropout(self.c_proj(y.reshape(B, T, C)))
 
 
 class MLP(nn.Module):
@@ -153,25 +150,42 @@ class MLP(nn.Module):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.gelu = nn.GELU(approximate=ACTIVATIONS[config.activation])
+        self.hook_post = HookPoint()  # [B, T, 4C]
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+        return self.dropout(self.c_proj(self.hook_post(self.gelu(self.c_fc(x)))))
 
 
 class Block(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
+        # the residual stream [B, T, C] and what is added to it, at named points (lmlab.hooks),
+        # registered in the order a forward passes them
+        self.hook_resid_pre = HookPoint()
         self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.attn = CausalSelfAttention(config)
+        self.hook_attn_out, self.hook_resid_mid = HookPoint(), HookPoint()
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
+        self.hook_mlp_out, self.hook_resid_post = HookPoint(), HookPoint()
 
-    def forward(self, x, cache=None, layer=0, weights_out=None):
-        x = x + self.attn(self.ln_1(x), cache, layer, weights_out)
-        x = x + self.mlp(self.ln_2(x))
-        return x
+    def forward(self, x, cache=None, layer=0):
+        x = self.hook_resid_pre(x)
+        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln_1(x), cache, layer)))
+        return self.hook_resid_post(x + self.hook_mlp_out(self.mlp(self.ln_2(x))))
+
+
+class FinalNorm(nn.LayerNorm):
+    """The LayerNorm before the unembedding, its output at `hook_normalized`."""
+
+    def __init__(self, n_embd: int, bias: bool):
+        super().__init__(n_embd, bias=bias)
+        self.hook_normalized = HookPoint()  # [B, T, C]
+
+    def forward(self, x):
+        return self.hook_normalized(super().forward(x))
 
 
 class GPT(nn.Module):
@@ -183,10 +197,12 @@ class GPT(nn.Module):
             wpe=nn.Embedding(config.block_size, config.n_embd),
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+            ln_f=FinalNorm(config.n_embd, bias=config.bias),
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # tied input/output embeddings
+        self.hook_dict = name_points(self)  # {name: HookPoint}, see lmlab.hooks
+        self.register_load_state_dict_post_hook(_loaded)
         self.reset_parameters()
 
     @torch.no_grad()
@@ -199,6 +215,7 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):  # GPT-2: scale residual projections by depth
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layer))
+        weights_changed(self)
 
     @staticmethod
     def _init_weights(module):
@@ -227,12 +244,13 @@ class GPT(nn.Module):
     def new_cache(self, batch_size: int = 1) -> KVCache:
         return KVCache(self.config, batch_size, self.device, self.transformer.wte.weight.dtype)
 
-    def forward(self, idx, targets=None, *, return_attention=False, cache: KVCache | None = None):
-        """idx [B, T] token ids -> ModelOutput(logits [B, T, V], loss, attention).
+    def forward(self, idx, targets=None, *, cache: KVCache | None = None):
+        """idx [B, T] token ids -> ModelOutput(logits [B, T, V], loss).
 
         A sequence longer than block_size (counting what the cache holds) keeps its
         last block_size tokens; targets are cropped the same way. With a cache, the
-        new positions follow the cached ones and are stored into it.
+        new positions follow the cached ones and are stored into it. Activations are
+        read or replaced at the named points of `lmlab.hooks`.
         """
         past = cache.length if cache is not None else 0
         limit = self.config.block_size - past
@@ -248,39 +266,27 @@ class GPT(nn.Module):
         T = idx.size(1)
         pos = torch.arange(past, past + T, dtype=torch.long, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
-        attention = None
-        if return_attention:  # each layer writes its probabilities here: no stacking copy
-            B, H = idx.size(0), self.config.n_head
-            attention = torch.empty(len(self.transformer.h), B, H, T, past + T, device=idx.device)
         for i, block in enumerate(self.transformer.h):
-            x = block(x, cache, i, attention[i] if attention is not None else None)
+            x = block(x, cache, i)
         if cache is not None:
             cache.length += T
         logits = self.lm_head(self.transformer.ln_f(x))
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1))
-        if attention is not None:  # [layer, B, ...] -> [B, layer, H, T, S], float32 on the CPU
-            attention = attention.transpose(0, 1).cpu()
-        return ModelOutput(logits, loss, attention)
+        return ModelOutput(logits, loss)
 
-    def attention(self, idx) -> torch.Tensor:
-        """idx [B, T] (T <= block_size) -> attention probabilities [B, layer, head, T, T],
-        float32 on the CPU: the same as forward(idx, return_attention=True).attention,
-        computed without what comes after the last layer's attention (its MLP, the final
-        norm, the logits)."""
-        B, T = idx.shape
-        if T > self.config.block_size:
-            raise ConfigError(f"{T} tokens do not fit in the context of block_size="
-                              f"{self.config.block_size}; read at most that many")
-        pos = torch.arange(T, dtype=torch.long, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
-        *blocks, last = self.transformer.h
-        out = torch.empty(len(self.transformer.h), B, self.config.n_head, T, T, device=idx.device)
-        for i, block in enumerate(blocks):
-            x = block(x, None, i, out[i])
-        last.attn(last.ln_1(x), None, len(blocks), out[-1])
-        return out.transpose(0, 1).cpu()
+    def run_with_cache(self, tokens, names=None, **kwargs):
+        """(logits, ActivationCache) of one forward: see `lmlab.hooks.run_with_cache`."""
+        return run_with_cache(self, tokens, names, **kwargs)
+
+    def run_with_hooks(self, tokens, fwd_hooks, **kwargs):
+        """Logits of one forward with `fwd_hooks`: see `lmlab.hooks.run_with_hooks`."""
+        return run_with_hooks(self, tokens, fwd_hooks, **kwargs)
+
+
+def _loaded(module, incompatible_keys) -> None:
+    weights_changed(module)
 
 
 def best_device() -> torch.device:

@@ -5,6 +5,12 @@ through `reading(model)`: the model's lock (the trainer holds the same lock for 
 whole of each step, so a reader never sees half-updated weights), eval mode (no
 dropout), no autograd, and a random generator of its own, so reading never draws
 from the global RNG that drives dropout. The training mode is restored after.
+
+Each model also has a weights version, `weights_version(model)`: a counter that every
+change of its weights through lmlab advances (a training step, `load_state_dict`, a reset,
+a restore or rollback), so what was read from one version can be kept until the next. A
+change made by hand (an optimiser of your own, an edit of a parameter) is announced with
+`weights_changed(model)`.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import weakref
 import torch
 
 _locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_versions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _guard = threading.Lock()
 
 
@@ -47,3 +54,25 @@ def reading(model: torch.nn.Module, seed: int | None = None):
                 yield generator
         finally:
             model.train(was_training)
+
+
+def weights_version(model: torch.nn.Module) -> int:
+    """The version of `model`'s weights: 0 until its first change, then counting changes.
+    A Hugging Face model gets a `load_state_dict` hook on first use, as lmlab's GPT has."""
+    with _guard:
+        version = _versions.get(model)
+        if version is None:
+            version = _versions[model] = 0
+            if not hasattr(model, "hook_dict"):  # lmlab's GPT registers its own hook
+                model.register_load_state_dict_post_hook(_loaded)
+        return version
+
+
+def weights_changed(model: torch.nn.Module) -> None:
+    """Advance `model`'s weights version: whatever was read from its weights is stale."""
+    with _guard:
+        _versions[model] = _versions.get(model, 0) + 1
+
+
+def _loaded(module, incompatible_keys) -> None:
+    weights_changed(module)

@@ -27,7 +27,7 @@ from . import checkpoint, distributed
 from .errors import CheckpointError, ConfigError, DataError, TrainerStateError, TrainingError
 from .history import History
 from .model import GPT, GPTConfig, autocast, maybe_compile, resolve_device
-from .reading import model_lock, reading
+from .reading import model_lock, reading, weights_changed
 from .rng import TrainerRNG
 from .runcontrol import RunControl, remember_main_loop
 from .sampling import generate
@@ -449,6 +449,7 @@ class Trainer:
                 self.optimizer.step()
             finally:  # also when the step fails: no gradient is left for the next one
                 self.optimizer.zero_grad(set_to_none=True)
+                weights_changed(self.model)
             self.step_count += 1
             self.tokens_seen += tokens
             dt = time.perf_counter() - t0

@@ -106,7 +106,7 @@ def test_knocking_a_head_out_shows_the_loss_change(model, data):
     x.mode_box.value = "mean"
     effect = lens.ablation_effect(model, x.attention.ids, [(1, 0)], "mean")
     assert f"{effect['ablated_loss']:.4f}" in x.predictions.value
-    assert all(block.attn.ablation is None for block in model.transformer.h)  # restored
+    assert not any(block.attn.hook_z.read for block in model.transformer.h)  # restored
     x.knock_button.value = False
     assert x.table.knocked_out == [] and "knocked out" not in x.predictions.value
 

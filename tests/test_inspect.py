@@ -242,7 +242,7 @@ def test_zeroing_every_head_of_a_layer_leaves_only_the_projections_bias():
     assert torch.equal(inside, _logits(reference, idx))
     assert not torch.allclose(inside, before, atol=1e-4)
     assert torch.equal(_logits(model, idx), before)  # restored after the block
-    assert all(block.attn.ablation is None for block in model.transformer.h)
+    assert not any(block.attn.hook_z.read for block in model.transformer.h)
 
 
 def test_mean_ablation_replaces_a_heads_output_by_its_mean_over_positions():
@@ -276,7 +276,7 @@ def test_ablate_holds_the_models_lock_and_restores_on_error():
     with pytest.raises(RuntimeError, match="boom"):
         with ablate(model, {0: [0]}):
             raise RuntimeError("boom")
-    assert all(block.attn.ablation is None for block in model.transformer.h)
+    assert not any(block.attn.hook_z.read for block in model.transformer.h)
 
 
 def test_ablate_refuses_bad_heads_modes_and_models():
@@ -294,15 +294,15 @@ def test_ablate_refuses_bad_heads_modes_and_models():
         with pytest.raises(ConfigError, match="already have heads ablated"):
             with ablate(model, {0: [1]}):
                 pass
-        assert model.transformer.h[0].attn.ablation is not None  # the outer one still holds
-    assert model.transformer.h[0].attn.ablation is None
+        assert model.transformer.h[0].attn.hook_z.read  # the outer one still holds
+    assert not model.transformer.h[0].attn.hook_z.read
 
 
 def test_ablation_effect_on_the_loss():
     model = _random_weights(tiny()).train()
     ids = TOK.encode("the lazy dog jumps over the fox")
     result = ablation_effect(model, ids, {0: [0, 1], 1: [0, 1]})
-    assert model.training and all(block.attn.ablation is None for block in model.transformer.h)
+    assert model.training and not any(block.attn.hook_z.read for block in model.transformer.h)
     x, y = torch.tensor([ids[:-1]]), torch.tensor([ids[1:]])
     with torch.no_grad():
         assert result["loss"] == pytest.approx(float(model.eval()(x, y).loss))
