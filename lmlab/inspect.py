@@ -327,14 +327,14 @@ def head_thumbnails(attention: Attention | torch.Tensor, size: int = 32) -> torc
     if size < 1:
         raise ConfigError(f"size={size} must be at least 1 pixel")
     S = min(size, w.size(-1))
-    return _to_uint8(F.adaptive_max_pool2d(w, S))
+    return _to_uint8(F.adaptive_max_pool2d(w.float(), S))
 
 
 def quantize(attention: Attention | torch.Tensor) -> bytes:
     """The whole attention as bytes: uint8 weight × 255, rounded, row-major
     [layer, head, query, key] (L·H·T·T bytes; use `head_thumbnails` beyond T ≈ 128)."""
     w = attention.weights if isinstance(attention, Attention) else attention
-    return _to_uint8(w).contiguous().numpy().tobytes()
+    return _to_uint8(w.float()).contiguous().numpy().tobytes()
 
 
 # ---- embeddings -----------------------------------------------------------------------------

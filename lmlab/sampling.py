@@ -173,6 +173,12 @@ def next_token_distribution(model, tokenizer, ids: list[int], temperature: float
     Read through `reading(model)`: eval mode, between training steps."""
     with reading(model):
         logits = model(torch.tensor([ids], device=model.device)).logits[0, -1]
+    return distribution_of_logits(logits, tokenizer, temperature, top_k, top_p)
+
+
+def distribution_of_logits(logits: torch.Tensor, tokenizer, temperature: float = 1.0,
+                           top_k: int | None = None, top_p: float | None = None) -> Distribution:
+    """`next_token_distribution` from logits [V] already computed."""
     raw = logits.float().softmax(-1)
     probs = filter_probs(logits, temperature, top_k, top_p)
     order = torch.argsort(probs * 2 + raw, descending=True).tolist()  # kept first, by mass
@@ -614,7 +620,17 @@ def score(model, tokenizer, text, alternatives: int = 5) -> Score:
         raise ConfigError(f"the text is {len(ids)} tokens long, but this model reads at most "
                           f"{context} at once, so it can score at most {context + 1}; shorten it")
     with reading(model):
-        logits = _logits(model, torch.tensor([ids[:-1]], device=device_of(model)))[0].float().cpu()
+        logits = _logits(model, torch.tensor([ids[:-1]], device=device_of(model)))[0]
+    return score_logits(logits, ids, tokenizer, alternatives)
+
+
+def score_logits(logits: torch.Tensor, ids: list[int], tokenizer=None, alternatives: int = 5) -> Score:
+    """`score` from logits already computed: logits [T - 1, V] of a forward of ids[:-1]
+    (row i predicts ids[i + 1]), e.g. a kept pass's (`lmlab.passes`)."""
+    logits = logits.float().cpu()
+    if logits.size(0) != len(ids) - 1:
+        raise ConfigError(f"{logits.size(0)} rows of logits cannot score {len(ids)} tokens: give "
+                          "the logits of a forward of every token but the last")
     target = torch.tensor(ids[1:])
     log_probs = logits.log_softmax(-1).gather(1, target[:, None])[:, 0].double()  # [T]
     picked = logits.gather(1, target[:, None])

@@ -25,6 +25,7 @@ import plotly.io
 import torch
 
 from lmlab import inspect as lens
+from lmlab import passes
 from lmlab.files import atomic_write
 
 from . import images
@@ -56,7 +57,8 @@ class AttentionExplorer(TrainerView, W.VBox):
         self._init_view([trainer] if trainer is not None else [])
         self.model, self.tokenizer, self.trainer = model, tokenizer, trainer
         self.every, self.thumbnail = every, thumbnail
-        self.attention = None
+        self.attention = self.pass_ = None  # the Attention drawn, and the Pass it is from
+        self._axes_of = None  # the token ids the heatmap's axes are labelled with
         self.summary: list[dict] = []
         self._selecting = False
 
@@ -107,28 +109,28 @@ class AttentionExplorer(TrainerView, W.VBox):
         self.mode_box.observe(self.guarded(lambda _: self._draw_ablation()), "value")
         if trainer is not None:
             self._follow(trainer, every)
-        self._induction, self._induction_at = None, None  # scores, and the step they are of
         self.update()
 
     # ---- the engine's side ------------------------------------------------------------
 
     def update(self, text: str | None = None) -> None:
-        """Capture the attention of `text` (default: the text box's) and redraw it all.
-        Bad text is reported in the status line; the last good view stays."""
+        """Show the attention of `text` (default: the text box's) and redraw it all. The
+        model runs once per text and weights version (`lmlab.passes`): a text seen before
+        on the same weights is drawn from the kept pass. Bad text is reported in the status
+        line; the last good view stays."""
         text = self.text_box.value if text is None else text
         if text != self.text_box.value:
             self.text_box.value = text  # observed: comes back here
             return
         try:
-            attention = lens.capture_attention(self.model, text, self.tokenizer)
+            found = passes.cached_pass(self.model, text, self.tokenizer)
+            induction = passes.cached_induction(self.model)  # text-independent
         except Exception as e:
             self.show_error(e)
             return
-        self.attention = attention
-        weights_at = self.trainer.step_count if self.trainer is not None else None
-        if self._induction is None or self._induction_at != weights_at:  # text-independent
-            self._induction, self._induction_at = lens.induction_scores(self.model), weights_at
-        self.summary = lens.head_summary(attention, induction=self._induction)
+        self.pass_, self.attention = found, found.attention_view()
+        self.summary = [{**row, "induction": float(induction[row["layer"], row["head"]])}
+                        for row in found.summary]
         self._show("", "")
         self.redraw(force=True)
 
@@ -188,28 +190,27 @@ class AttentionExplorer(TrainerView, W.VBox):
         return layer, head
 
     def _draw_head(self) -> None:
+        """Send the selected head's matrix (rounded to 3 decimals: the colour scale shows
+        no more); the axes and their labels only when the text changed."""
         a = self.attention
         layer, head = self.selected
-        matrix = a.head(layer, head)
-        T = matrix.size(0)
-        z = matrix.numpy().astype(object)  # numpy: validated fast; None is JSON's null (NaN is not)
-        z[np.triu_indices(T, 1)] = None  # the masked future: a gap, drawn grey
-        labels = [_label(i, t) for i, t in enumerate(a.tokens)]
+        matrix = np.round(a.head(layer, head).float().numpy(), 3)
+        T = matrix.shape[0]
+        z = matrix.astype(object)  # None is JSON's null (NaN is not): a gap, drawn grey
+        z[np.triu_indices(T, 1)] = None  # the masked future
         trace = self.heatmap.data[0]
         with self.heatmap.batch_update():
             trace.z = z
-            trace.x = trace.y = list(range(T))
-            if T <= HOVER_TOKENS:
-                trace.text = [[f"{labels[q]} → {labels[k]}" for k in range(T)] for q in range(T)]
-                trace.hovertemplate = "%{text}<br>attention %{z:.3f}<extra></extra>"
-            else:
-                trace.text = None
-                trace.hovertemplate = "query %{y} → key %{x}<br>attention %{z:.3f}<extra></extra>"
-            every = max(1, math.ceil(T / 32))
-            ticks = dict(tickmode="array", tickvals=list(range(0, T, every)),
-                         ticktext=[a.tokens[i] for i in range(0, T, every)], tickangle=0)
-            self.heatmap.layout.xaxis.update(ticks)
-            self.heatmap.layout.yaxis.update(ticks)
+            if self._axes_of != a.ids:
+                self._axes_of = list(a.ids)
+                labels = [_label(i, t) for i, t in enumerate(a.tokens)]  # unique: a category each
+                trace.x = trace.y = labels
+                trace.hovertemplate = "%{y} → %{x}<br>attention %{z:.3f}<extra></extra>"
+                every = max(1, math.ceil(T / 32))
+                ticks = dict(tickmode="array", tickvals=labels[::every], ticktext=a.tokens[::every],
+                             tickangle=0, type="category")
+                self.heatmap.layout.xaxis.update(ticks)
+                self.heatmap.layout.yaxis.update(ticks)
             self.heatmap.layout.title = f"layer {layer}, head {head} (grey: masked, the future)"
 
     def _draw_focus(self) -> None:
@@ -229,7 +230,8 @@ class AttentionExplorer(TrainerView, W.VBox):
     def _on_heatmap_click(self, trace, points, state) -> None:
         """A click on a cell focuses its query token."""
         if points.ys:
-            self.focus_box.value = int(points.ys[0])
+            y = points.ys[0]
+            self.focus_box.value = int(y.split(":", 1)[0]) if isinstance(y, str) else int(y)
 
     # ---- ablation and predictions --------------------------------------------------------
 
@@ -242,7 +244,9 @@ class AttentionExplorer(TrainerView, W.VBox):
         return [tuple(h) for h in self.table.knocked_out]
 
     def _draw_ablation(self) -> None:
-        a = self.attention
+        """The predictions at the focused token, from the kept pass; with heads knocked
+        out, beside those of one ablated pass (kept too, per set of heads)."""
+        a, found = self.attention, self.pass_
         if a is None:
             return
         off = self.knocked_out()
@@ -250,19 +254,17 @@ class AttentionExplorer(TrainerView, W.VBox):
         mode = self.mode_box.value
         p = self.focus_box.value
         position = p if p is not None and p >= 0 else len(a.ids) - 1
-        before = lens.predictions_at(self.model, self.tokenizer, a.ids, position)
+        before = found.predictions(position, self.tokenizer)
         parts = []
+        after = None
         if off:
-            change = lens.ablation_effect(self.model, a.ids, off, mode)
-            with lens.ablate(self.model, off, mode):
-                after = lens.predictions_at(self.model, self.tokenizer, a.ids, position,
-                                            k=self.model.config.vocab_size)  # every token's
+            ablated = passes.cached_ablation(self.model, a.ids, off, mode)
+            after = ablated.logits[position].softmax(-1)
+            loss, ablated_loss = found.loss(), ablated.loss()
             names = ", ".join(f"L{layer}H{head}" for layer, head in off)
             parts.append(f"<div><b>knocked out</b> {html.escape(names)} ({ABLATION_MODES[mode]}): "
-                         f"loss on this text {change['loss']:.4f} → {change['ablated_loss']:.4f} "
-                         f"({change['ablated_loss'] - change['loss']:+.4f})</div>")
-        else:
-            after = None
+                         f"loss on this text {loss:.4f} → {ablated_loss:.4f} "
+                         f"({ablated_loss - loss:+.4f})</div>")
         parts.append(_bars(before, after, a.tokens[position], position))
         self.predictions.value = "".join(parts)
 
@@ -276,7 +278,7 @@ class AttentionExplorer(TrainerView, W.VBox):
         if a is None:
             raise ValueError("there is no attention to draw yet: give the explorer a text")
         if what == "head":
-            values = (a.head(*self.selected) * 255).round().to(torch.uint8)
+            values = (a.head(*self.selected).float() * 255).round().to(torch.uint8)
             rgb = images.head_image(values, pixels)
         elif what == "grid":
             rgb = images.grid_image(self.grid.images(), self.grid.cell)
@@ -308,7 +310,7 @@ class AttentionExplorer(TrainerView, W.VBox):
         a = self._attention_drawn()
         layer, head = self.selected
         T = len(a.tokens)
-        values = (a.head(layer, head) * 255).round().to(torch.uint8)
+        values = (a.head(layer, head).float() * 255).round().to(torch.uint8)
         picture = base64.b64encode(images.png(images.head_image(values, min(320, 8 * T)))).decode()
         tokens = " ".join(f"<code>{html.escape(_label(i, t), quote=False)}</code>"
                           for i, t in enumerate(a.tokens[:HOVER_TOKENS]))
@@ -368,16 +370,16 @@ def _cell(value) -> str:
     return f"{value:.3f}" if isinstance(value, float) else html.escape(str(value))
 
 
-def _bars(before, after, token: str, position: int) -> str:
-    """Top next-token predictions after `position`, as bars (and, knocked out, beside them)."""
+def _bars(before, after: torch.Tensor | None, token: str, position: int) -> str:
+    """Top next-token predictions after `position`, as bars (and beside them, with heads
+    knocked out, the probabilities [V] `after`)."""
     rows = []
-    ablated = dict(zip(after.ids, after.probs)) if after is not None else {}
     for tid, text, prob in zip(before.ids, before.tokens, before.probs):
         bar = (f'<span style="display:inline-block;height:10px;width:{prob * 160:.0f}px;'
                f'background:#1c5d99"></span>')
         other = ""
         if after is not None:
-            q = ablated.get(tid, 0.0)
+            q = float(after[tid])
             other = (f'<span style="display:inline-block;height:10px;width:{q * 160:.0f}px;'
                      f'background:#e4572e;margin-left:4px"></span> {q:.3f}')
         rows.append(f"<tr><td><code>{html.escape(text)}</code></td><td>{prob:.3f}</td>"

@@ -19,7 +19,9 @@ import plotly.graph_objects as go
 
 from lmlab.adapt import context_length, display
 from lmlab.errors import ConfigError
-from lmlab.inspect import logit_lens
+from lmlab.inspect import lens_of_streams
+from lmlab.passes import cached_pass
+from lmlab.reading import reading
 
 from ._view import TrainerView, message_html, model_and_tokenizer
 
@@ -120,7 +122,9 @@ class LogitLensView(TrainerView, W.VBox):
             notices.append(f"the text is {len(ids)} tokens long; the model reads {context} at once, "
                            f"so the lens reads the last {context}")
             ids = ids[-context:]
-        lens = logit_lens(self.model, ids, self.tokenizer, k=self.k)
+        found = cached_pass(self.model, ids, self.tokenizer)  # shared with the other views
+        with reading(self.model):
+            lens = lens_of_streams(self.model, found.streams, ids, self.tokenizer, k=self.k)
         T = len(lens.ids)
         self.lens, self.first = lens, max(0, T - self.columns)
         if self.first:

@@ -2,13 +2,13 @@
 
 E.g. "pretrained" vs "fine-tuned": for a chosen position (a click on a token, or the
 slider; default the last) each model's next-token bars (the stepper's view: its top-k
-tokens with probabilities, from `lmlab.sampling.next_token_distribution`) and its
-attention heads summarised (`lmlab.inspect.head_summary` of `capture_attention`: entropy,
-previous-token and induction score per layer × head, as small coloured grids), with each
-model's loss on the text (`lmlab.sampling.score`) and a line giving the total-variation
+tokens with probabilities) and its attention heads summarised (`lmlab.inspect.head_summary`:
+entropy, previous-token and induction score per layer × head, as small coloured grids), with
+each model's loss on the text (`lmlab.sampling.score_logits`) and a line giving the total-variation
 distance and the KL divergences between the models' next-token distributions at that
-position. Editing the text recomputes; with `trainers=`, so does training. The models
-must share the tokenizer.
+position. All of it comes from one pass per model and text (`lmlab.passes`): choosing a
+position runs no model. Editing the text recomputes; with `trainers=`, so does training.
+The models must share the tokenizer.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import traitlets
 
 from lmlab.adapt import context_length
 from lmlab.errors import ConfigError
-from lmlab.inspect import capture_attention, head_summary, induction_scores
-from lmlab.sampling import divergence, next_token_distribution, score
+from lmlab.passes import cached_induction, cached_pass
+from lmlab.sampling import distribution_of_logits, divergence, score_logits
 
 from ._view import TrainerView, message_html
 
@@ -157,7 +157,7 @@ class ModelComparison(TrainerView, W.VBox):
         self.tokens: list[str] = []
         self.scores, self.summaries, self.distributions, self.divergences = {}, {}, {}, {}
         self._vectors: dict[str, torch.Tensor] = {}
-        self._induction: dict[str, tuple] = {}
+        self._passes: dict = {}  # name -> the lmlab.passes.Pass of the text drawn
         self._wanted = position  # None: follow the end of the text
         self._syncing = False
 
@@ -209,11 +209,13 @@ class ModelComparison(TrainerView, W.VBox):
             self._show("type at least two tokens: the loss predicts each token from those before it",
                        "notice")
             return
-        scores, summaries = {}, {}
-        for name, model in self.models.items():
-            scores[name] = score(model, self.tokenizer, ids)
-            summaries[name] = head_summary(capture_attention(model, ids, self.tokenizer),
-                                           induction=self._induction_of(name))
+        scores, summaries, self._passes = {}, {}, {}
+        for name, model in self.models.items():  # one pass per model and text (lmlab.passes)
+            found = self._passes[name] = cached_pass(model, ids, self.tokenizer)
+            scores[name] = score_logits(found.logits[:-1], ids, self.tokenizer)
+            induction = cached_induction(model)
+            summaries[name] = [{**row, "induction": float(induction[row["layer"], row["head"]])}
+                               for row in found.summary]
         self.ids, self.tokens = ids, scores[next(iter(scores))].tokens
         self.scores, self.summaries = scores, summaries
         T = len(ids)
@@ -230,16 +232,6 @@ class ModelComparison(TrainerView, W.VBox):
         self._compare_at(wanted)
         self._show(notice, "notice")
         self.redraw(force=True)
-
-    def _induction_of(self, name: str):
-        """Induction scores [L, H] of a model (text-independent): computed again only when
-        its weights have changed (their in-place version counters moved)."""
-        model = self.models[name]
-        version = sum(p._version for p in model.parameters())
-        cached = self._induction.get(name)
-        if cached is None or cached[0] != version:
-            cached = self._induction[name] = (version, induction_scores(model))
-        return cached[1]
 
     def select(self, position: int) -> None:
         """Compare the models' next token after the token at `position` (0..T-1)."""
@@ -262,8 +254,8 @@ class ModelComparison(TrainerView, W.VBox):
     def _compare_at(self, p: int) -> None:
         vocab = self.tokenizer.vocab_size
         distributions, vectors = {}, {}
-        for name, model in self.models.items():
-            d = next_token_distribution(model, self.tokenizer, self.ids[: p + 1])
+        for name in self.models:
+            d = distribution_of_logits(self._passes[name].logits[p], self.tokenizer)
             vectors[name] = torch.zeros(vocab).index_put_((torch.tensor(d.ids),), torch.tensor(d.probs_raw))
             distributions[name] = d
         reference = next(iter(vectors))

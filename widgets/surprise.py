@@ -16,7 +16,8 @@ import math
 import ipywidgets as W
 
 from lmlab.adapt import context_length
-from lmlab.sampling import score
+from lmlab.passes import cached_pass
+from lmlab.sampling import score_logits
 
 from ._view import TrainerView, message_html, model_and_tokenizer
 from .stepper import TokenChips
@@ -63,7 +64,8 @@ class TokenSurprise(TrainerView, W.VBox):
             self._show("type at least two tokens: the first is only read, each later one is "
                        "predicted from those before it", "notice")
             return
-        self.score = score(self.model, self.tokenizer, ids, alternatives=self.alternatives)
+        found = cached_pass(self.model, ids[:-1], self.tokenizer)  # row i predicts ids[i + 1]
+        self.score = score_logits(found.logits, ids, self.tokenizer, alternatives=self.alternatives)
         self._show(notice, "notice")
         self.redraw(force=True)
 
