@@ -139,13 +139,17 @@ def induction_score(weights: torch.Tensor, length: int) -> torch.Tensor:
     return weights[..., queries, queries - length + 1].mean(-1)
 
 
+INDUCTION_LENGTH = 128  # the default probe: 128 random tokens, then the same 128 again
+
+
 def induction_scores(model, length: int | None = None, seed: int = 0) -> torch.Tensor:
     """Induction scores [L, H] (see `induction_score`) on `length` random tokens repeated
-    once. `length` defaults to, and is clamped to, half the model's context; tokens are
-    distinct where the vocabulary allows, drawn from a generator seeded with `seed`."""
+    once. `length` defaults to INDUCTION_LENGTH and is clamped to half the model's context;
+    tokens are distinct where the vocabulary allows, drawn from a generator seeded with
+    `seed`. lmlab's GPT is scored layer by layer as each pattern passes its hook point."""
     context = context_length(model)
-    half = context // 2 if context else length or 64
-    length = half if length is None else min(length, half)
+    half = context // 2 if context else length or INDUCTION_LENGTH
+    length = min(INDUCTION_LENGTH if length is None else length, half)
     if length < 2:
         raise ConfigError(f"length={length} is too short for induction: use at least 2 tokens "
                           "(and a model whose context holds twice that)")
@@ -155,8 +159,17 @@ def induction_scores(model, length: int | None = None, seed: int = 0) -> torch.T
         first = torch.randperm(vocab, generator=gen)[:length]
     else:
         first = torch.randint(vocab, (length,), generator=gen)
-    attention = capture_attention(model, first.repeat(2).tolist())
-    return induction_score(attention.weights, length)
+    ids = first.repeat(2).tolist()
+    if not isinstance(model, GPT):
+        return induction_score(capture_attention(model, ids).weights, length)
+    scores = {}  # each layer's [H], scored as its pattern passes: no [L, H, T, T] is kept
+
+    def score(pattern, hook):
+        scores[hook.name] = induction_score(pattern[0].float(), length).cpu()
+
+    with reading(model), hooks(model, [(lambda name: name.endswith("hook_pattern"), score)]):
+        model(torch.tensor([ids], device=model.device))
+    return torch.stack(list(scores.values()))
 
 
 class HeadTable(list):
