@@ -25,7 +25,7 @@ from .errors import ConfigError
 from .hooks import ActivationCache, hooks
 from .model import GPT
 from .reading import model_lock, reading
-from .sampling import Distribution, next_token_distribution
+from .sampling import Distribution, largest, next_token_distribution
 
 
 @dataclass(eq=False)
@@ -317,10 +317,8 @@ def predictions_at(model, tokenizer, ids: list[int], position: int, k: int = 10)
 def top_predictions(logits: torch.Tensor, tokenizer, k: int = 10) -> Distribution:
     """The k most likely next tokens of logits [V] (temperature 1, no filters), most
     likely first: what `predictions_at` gives, from logits already computed."""
-    probs = logits.float().softmax(-1)
-    top = torch.sort(probs, descending=True, stable=True)
-    ids = top.indices[:k].tolist()
-    values = top.values[:k].tolist()
+    values, ids = largest(logits.float().softmax(-1), k)
+    values, ids = values.tolist(), ids.tolist()
     show = display(tokenizer)
     return Distribution(ids, [show(i) for i in ids], values, values, removed=[])
 

@@ -74,6 +74,18 @@ def _entropy(probs: torch.Tensor) -> float:
     return float(torch.special.entr(probs.double()).sum())
 
 
+def largest(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values, indices) of the k largest of values [V], largest first, ties to the lower
+    index: what a stable descending sort's first k give, without sorting all V."""
+    k = min(k, values.numel())
+    if k == 0:
+        return values[:0], torch.zeros(0, dtype=torch.long)
+    threshold = torch.topk(values, k, sorted=False).values.min()
+    candidates = (values >= threshold).nonzero().squeeze(1)  # every tie at the k-th value too
+    order = torch.sort(values[candidates], descending=True, stable=True).indices[:k]
+    return values[candidates[order]], candidates[order]
+
+
 def _rank(logits: torch.Tensor, token: int) -> int:
     """1 for the most likely token; ties go to the lower id."""
     ahead = logits > logits[token]
@@ -133,14 +145,15 @@ def _distribution(logits: torch.Tensor, display, temperature, top_k, top_p) -> S
         if by_k is not None:
             why[by_k.cpu()] = 2  # top-k runs first: it removed these
     by_logit = torch.sort(logits, descending=True, stable=True).indices
-    order = by_logit[torch.sort((why[by_logit] > 0).to(torch.uint8), stable=True).indices].tolist()
+    ordered = by_logit[torch.sort((why[by_logit] > 0).to(torch.uint8), stable=True).indices]
+    order = ordered.tolist()
     n_kept = int((why == 0).sum())
     labels = {1: "greedy", 2: "top_k", 3: "top_p"}
     why_list = why.tolist()
     return StepDistribution(
-        ids=order, tokens=[display(i) for i in order], probs_raw=raw[order].tolist(),
-        probs=probs.cpu()[order].tolist(), removed=order[n_kept:],
-        probs_temp=tempered.cpu()[order].tolist(),
+        ids=order, tokens=[display(i) for i in order], probs_raw=raw[ordered].tolist(),
+        probs=probs.cpu()[ordered].tolist(), removed=order[n_kept:],
+        probs_temp=tempered.cpu()[ordered].tolist(),
         removed_by={i: labels[why_list[i]] for i in order[n_kept:]},
         temperature=temperature, top_k=top_k, top_p=top_p)
 
@@ -301,13 +314,14 @@ class Step:
     sampled: bool  # False when the token was given to step(token=...)
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Entry:
     """What back() needs to undo a step: the step, and the logits and generator state before it."""
 
     step: Step
     logits: torch.Tensor
     state: torch.Tensor
+    alternatives: list | None = None  # the model's top tokens here, once asked for
 
 
 @dataclass
@@ -357,6 +371,7 @@ class Stepper:
         self._window = _Window(model)  # refuses what is not a language model
         self._display = lru_cache(maxsize=None)(display(tokenizer))
         self._vocab = model.config.vocab_size
+        self._names: list[str] | None = None  # every token's display string, made once
         self.reset("" if prompt is None else prompt)
 
     # -- state ----------------------------------------------------------------------------
@@ -432,9 +447,11 @@ class Stepper:
     def alternatives(self, index: int, k: int = 5) -> list[tuple[str, float]]:
         """The model's k most likely tokens (display string, probability at temperature 1,
         no filter) where the `index`-th generated token was taken."""
-        probs = self._history[index].logits.float().softmax(-1)
-        top = torch.sort(probs, descending=True, stable=True)
-        return [(self._display(int(i)), float(p)) for p, i in zip(top.values[:k], top.indices[:k])]
+        entry = self._history[index]
+        if entry.alternatives is None or len(entry.alternatives) < k:
+            values, ids = largest(entry.logits.float().softmax(-1), k)
+            entry.alternatives = [(self._display(i), p) for p, i in zip(values.tolist(), ids.tolist())]
+        return entry.alternatives[:k]
 
     @property
     def log_prob(self) -> float:
@@ -453,8 +470,10 @@ class Stepper:
     def distribution(self) -> StepDistribution:
         """The distribution of the next token under the current settings."""
         if self._dist is None:
-            self._dist = _distribution(self.logits, self._display, self.temperature, self.top_k,
-                                       self.top_p)
+            if self._names is None:  # a distribution names the whole vocabulary
+                self._names = [self._display(i) for i in range(self._vocab)]
+            self._dist = _distribution(self.logits, self._names.__getitem__, self.temperature,
+                                       self.top_k, self.top_p)
         return self._dist
 
     # -- moves ----------------------------------------------------------------------------

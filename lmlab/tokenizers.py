@@ -161,6 +161,7 @@ class BPETokenizer(_Base):
 
     def __init__(self, hf_tokenizer):
         self._tok = hf_tokenizer
+        self._size = hf_tokenizer.get_vocab_size()  # fixed from here on; asked on every decode
 
     @classmethod
     def train(cls, text: str, vocab_size: int = 512, min_frequency: int = 2) -> BPETokenizer:
@@ -188,7 +189,7 @@ class BPETokenizer(_Base):
 
     @property
     def vocab_size(self) -> int:
-        return self._tok.get_vocab_size()
+        return self._size
 
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text).ids

@@ -119,3 +119,16 @@ def test_divergence_between_two_next_token_distributions():
     assert d["kl_back"] == math.inf  # q gives a token p rules out
     same = divergence(torch.tensor([0.2, 0.3, 0.5]), torch.tensor([0.2, 0.3, 0.5]))
     assert same == {"tv": 0.0, "kl": 0.0, "kl_back": 0.0}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-3, 3), min_size=1, max_size=40), st.integers(0, 45))
+def test_largest_is_a_stable_sorts_head(values, k):
+    """Ties at the k-th value go to the lower index, as a stable descending sort has them."""
+    from lmlab.sampling import largest
+
+    x = torch.tensor(values, dtype=torch.float32)
+    top, ids = largest(x, k)
+    ordered = torch.sort(x, descending=True, stable=True)
+    assert ids.tolist() == ordered.indices[:k].tolist()
+    assert top.tolist() == ordered.values[:k].tolist()

@@ -141,3 +141,31 @@ def test_out_of_range_settings_typed_into_the_boxes_are_held_to_their_range(mode
     assert w.temperature.value == 0 and w.stepper.temperature == 0
     w.step()
     assert w.status.value == "" and len(w.chips.chips) == 5
+
+
+@pytest.mark.parametrize("settings", [{}, {"top_k": 4}, {"top_p": 0.3}, {"temperature": 0}])
+def test_the_bars_are_the_likeliest_tokens_of_the_whole_distribution(model, tok, settings):
+    """The bars read only the head of each part (kept, removed) of the distribution: the
+    same rows as sorting every token by the model's probability, ties to the lower id."""
+    w = SamplingStepper(model, tok, "the ", candidates=8, **settings)
+    d = w.stepper.distribution
+    raw = dict(zip(d.ids, d.probs_raw))
+    expected = sorted(d.ids, key=lambda i: (-raw[i], i))[:8]
+    assert [r["id"] for r in w.bars.rows] == expected
+    assert [r["raw"] for r in w.bars.rows] == [raw[i] for i in expected]
+    assert [r["removed_by"] for r in w.bars.rows] == [d.removed_by.get(i) for i in expected]
+
+
+def test_a_chips_alternatives_are_worked_out_once(model, tok, monkeypatch):
+    w = SamplingStepper(model, tok, "the ", seed=3)
+    w.step()
+    import lmlab.sampling as sampling
+
+    calls = []
+    real = sampling.largest
+    monkeypatch.setattr(sampling, "largest", lambda *a: calls.append(1) or real(*a))
+    first = w.chips.chips[-1]["alternatives"]
+    w.step()
+    w.step()
+    assert len(calls) == 2  # one for each new chip, none for the chips drawn before
+    assert w.chips.chips[4]["alternatives"] == first

@@ -220,13 +220,22 @@ class SamplingStepper(TrainerView, W.VBox):
         self._draw_bars()
 
     def _draw_bars(self) -> None:
-        d = self.stepper.distribution
-        raw = dict(zip(d.ids, d.probs_raw))
-        probs = dict(zip(d.ids, d.probs))
-        text = dict(zip(d.ids, d.tokens))
-        top = sorted(d.ids, key=lambda i: (-raw[i], i))[: self.candidates.value]
-        self.bars.rows = [{"id": i, "text": text[i], "prob": probs[i], "raw": raw[i],
-                           "removed_by": d.removed_by.get(i)} for i in top]
+        """The `candidates` likeliest tokens (the model's own probability), kept or removed."""
+        d, n = self.stepper.distribution, self.candidates.value
+        kept = len(d.ids) - len(d.removed)
+
+        def leading(start: int, stop: int) -> range:
+            # each part of d.ids (kept, removed) is in the model's order: its first n (and
+            # any tied with the n-th) hold all of that part the top n can take
+            end = min(start + n, stop)
+            while end < stop and d.probs_raw[end] == d.probs_raw[end - 1]:
+                end += 1
+            return range(start, end)
+
+        near = [*leading(0, kept), *leading(kept, len(d.ids))]
+        top = sorted(near, key=lambda j: (-d.probs_raw[j], d.ids[j]))[:n]
+        self.bars.rows = [{"id": d.ids[j], "text": d.tokens[j], "prob": d.probs[j], "raw": d.probs_raw[j],
+                           "removed_by": d.removed_by.get(d.ids[j])} for j in top]
 
     def _static_html(self) -> str:
         """The text as chips, the stats, and the candidates for the next token."""

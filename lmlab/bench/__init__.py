@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m lmlab.bench {forward,train,quality,attention,sampling,distributed,dashboard}`.
+"""Benchmarks: `python -m lmlab.bench {forward,train,quality,attention,sampling,distributed,dashboard,views}`.
 
 One harness for every speed figure: the runners being compared take turns, round after
 round in one process (or one kernel), so the machine's drift hits them alike; the
@@ -12,6 +12,9 @@ printed, never asserted.
     sampling   generation with the key/value cache vs without, and vs transformers
     distributed  training tokens/s of 1 process vs 2 DDP processes (gloo), one thread each
     dashboard  training in a real Jupyter kernel: run() vs the dashboard's Start
+    views      the views on a GPT-2-shaped model: forwards and milliseconds per interaction in a
+               real kernel, recording every activation vs a plain forward, training with the
+               activation points unread vs none; with --browser, click-to-repaint in Chromium
 """
 
 from __future__ import annotations
@@ -65,3 +68,28 @@ def report(title: str, per_second: dict[str, float], baseline: str, unit: str = 
         note = f"  {notes[name]}" if name in notes else ""
         print(f"  {name:{width}}  {value:>12,.0f}  {ratios[name]:.3f}x{note}")
     return ratios
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100) of `values`, linearly interpolated between ranks."""
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q / 100
+    low = int(k)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
+
+
+def report_latency(title: str, samples: dict[str, list[float]], unit: str = "ms",
+                   notes: dict[str, str] | None = None) -> dict[str, tuple[float, float]]:
+    """Print one table: each action's p50 and p95 over its samples (in `unit`), how many
+    samples, and a note (e.g. the goal). Returns {action: (p50, p95)}."""
+    notes = notes or {}
+    width = max(len(name) for name in samples)
+    print(title)
+    print(f"  {'':{width}}  {'p50 ' + unit:>10}  {'p95 ' + unit:>10}  {'n':>4}")
+    out = {}
+    for name, values in samples.items():
+        out[name] = (percentile(values, 50), percentile(values, 95))
+        note = f"  {notes[name]}" if name in notes else ""
+        print(f"  {name:{width}}  {out[name][0]:>10,.1f}  {out[name][1]:>10,.1f}  {len(values):>4}{note}")
+    return out
