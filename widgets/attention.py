@@ -224,8 +224,8 @@ class AttentionExplorer(TrainerView, W.VBox):
             line = dict(color="#e4572e", width=2)
             shapes = [dict(type="rect", x0=-0.5, x1=p + 0.5, y0=p - 0.5, y1=p + 0.5, line=line),
                       dict(type="rect", x0=p - 0.5, x1=p + 0.5, y0=p - 0.5, y1=T - 0.5, line=line)]
+        self._draw_ablation()  # first: the predictions repaint without waiting for plotly's relayout
         self.heatmap.layout.shapes = shapes
-        self._draw_ablation()
 
     def _on_heatmap_click(self, trace, points, state) -> None:
         """A click on a cell focuses its query token."""

@@ -1,4 +1,4 @@
-"""`python -m lmlab.bench {forward,train,quality,attention,sampling,distributed,dashboard}`
+"""`python -m lmlab.bench {forward,train,quality,attention,sampling,distributed,dashboard,views}`
 (see lmlab.bench)."""
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m lmlab.bench", description=DOC,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", choices=["forward", "train", "quality", "attention", "sampling",
-                                          "distributed", "dashboard"])
+                                          "distributed", "dashboard", "views"])
     parser.add_argument("--rounds", type=int, default=None, help="alternating rounds (speed)")
     parser.add_argument("--seeds", type=int, default=1, help="quality: how many seeds")
+    parser.add_argument("--browser", action="store_true", help="views: also click in Chromium")
     args = parser.parse_args(argv)
     rounds = {"rounds": args.rounds} if args.rounds else {}
     if args.which == "forward":
@@ -43,6 +44,9 @@ def main(argv=None):
         from .quality import bench_quality
 
         bench_quality(args.seeds)
+    elif args.which == "views":  # with the widgets, which the engine never imports
+        extra = ["--browser"] if args.browser else []
+        raise SystemExit(subprocess.call([sys.executable, "-m", "lmlab.widgets.bench_views", *extra]))
     else:  # it lives with the widgets, which the engine never imports
         extra = ["--rounds", str(args.rounds)] if args.rounds else []
         raise SystemExit(subprocess.call([sys.executable, "-m", "lmlab.widgets.bench", *extra]))

@@ -1,0 +1,180 @@
+"""Click-to-repaint in JupyterLab, headless Chromium, on a GPT-2-shaped model (12 layers x
+12 heads, 768 wide, random weights) over a 128-token text, with a character vocabulary and
+with GPT-2's 50,257 tokens: select a head on the overview, focus a token on the heatmap,
+knock a head out, Step the stepper.
+
+Each click is timed in the page, from its pointerdown to the frame after the element it
+changes shows the new state (a MutationObserver, then requestAnimationFrame). The test
+asserts what each click must do (and that selecting and focusing run no model, knocking out
+runs one pass per head); the milliseconds are printed and, with LMLAB_BENCH_OUT set, written
+there for `python -m lmlab.bench views --browser`: never asserted.
+"""
+
+import json
+import os
+
+import nbformat
+import pytest
+
+from lmlab.bench import percentile
+from test_dashboard import cell_output, run_cell, wait_until
+
+CLICKS = int(os.environ.get("LMLAB_BENCH_CLICKS", "16"))
+GRID = ".lmlab-attention .lmlab-heads-canvas"
+
+# Arms a one-shot probe: t0 at the next pointerdown, t1 at the frame after `condition`
+# (a function body of `arg`, run on every DOM change after the pointerdown) first holds.
+PROBE = """([condition, arg]) => {
+  const test = new Function("arg", condition);
+  const probe = window.__lmlabProbe = {t0: null, t1: null};
+  const observer = new MutationObserver(() => {
+    if (probe.t0 === null || probe.done || !test(arg)) return;
+    probe.done = true;
+    observer.disconnect();
+    requestAnimationFrame(() => { probe.t1 = performance.now(); });
+  });
+  observer.observe(document.body, {subtree: true, childList: true, attributes: true,
+                                   characterData: true});
+  document.addEventListener("pointerdown", () => { probe.t0 = performance.now(); },
+                            {capture: true, once: true});
+}"""
+
+HEAD_SHOWN = """const v = document.querySelector(".lmlab-attention");
+const t = v.querySelector(".gtitle"), img = v.querySelector(".hm image, .heatmaplayer image");
+return t && t.textContent.includes(arg.title) && img && img.getAttribute("href") !== arg.image;"""
+PREDICTIONS = """const p = document.querySelector(".lmlab-attention .lmlab-predictions");
+return p && p.parentElement.textContent.includes(arg);"""
+CHIPS = """const c = document.querySelector(".lmlab-stepper .lmlab-chips");
+return c && Number(c.dataset.chips) === arg;"""
+
+
+def notebook(vocab: str) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(s) for s in [
+        "import json, lmlab\n"
+        "from lmlab.widgets import AttentionExplorer, SamplingStepper\n"
+        "from lmlab.widgets.bench_views import Counter, setup\n"
+        f"model, tok, text = setup({vocab!r})\n"
+        "forwards = Counter(model)\n"
+        "print('ready', len(tok.encode(text)))",
+        "explorer = AttentionExplorer(model, tok, text)\nexplorer",
+        "stepper = SamplingStepper(model, tok, text[:20], seed=0)\nstepper",
+        "runs = globals().get('runs', 0) + 1\n"
+        "print('forwards', forwards.n, 'run', runs, json.dumps(lmlab.passes.calls))",
+    ]]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
+                                 "language": "python"}
+    return nb
+
+
+def timed(page, condition: str, arg, click, timeout: float = 30) -> float:
+    """Milliseconds from the pointerdown of `click()` to the frame showing `condition`."""
+    page.evaluate(PROBE, [condition, arg])
+    click()
+    try:
+        page.wait_for_function("() => window.__lmlabProbe.t1 !== null", timeout=timeout * 1000)
+    except Exception:
+        state = page.evaluate("() => ({probe: window.__lmlabProbe, title: (document.querySelector("
+                              "'.lmlab-attention .gtitle') || {}).textContent})")
+        raise AssertionError(f"the click did not lead to {condition[:60]!r}… with {str(arg)[:80]!r}…; "
+                             f"the page: {state}") from None
+    return page.evaluate("() => window.__lmlabProbe.t1 - window.__lmlabProbe.t0")
+
+
+def forwards(jlab, runs: list) -> int:
+    """The model's forwards so far (the notebook's last cell, run once more; `runs` counts
+    its runs in this notebook)."""
+    runs[0] += 1
+    run_cell(jlab, 3)
+    wait_until(lambda: f"run {runs[0]} " in cell_output(jlab, 3), what="the forward count")
+    return int(cell_output(jlab, 3).split()[1])
+
+
+def grid_click(page, layer: int, head: int):
+    """Click head `head` of layer `layer` on the overview (its layout: 34 px of labels on
+    the left, 18 on top, cells with 3 px gaps)."""
+    canvas = page.locator(GRID).first
+    box = canvas.bounding_box()
+    width = float(page.evaluate("(s) => document.querySelector(s).width", GRID))
+    cell = (width - 34) / 12 - 3
+    scale = box["width"] / width
+    canvas.click(position={"x": (34 + head * (cell + 3) + cell / 2) * scale,
+                           "y": (18 + layer * (cell + 3) + cell / 2) * scale})
+
+
+def cell_point(page, row: int) -> dict:
+    """Where on the page the heatmap draws (query `row`, key 0)."""
+    return page.evaluate(
+        "(row) => { const gd = document.querySelector('.lmlab-attention .js-plotly-plot');"
+        " const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;"
+        " const box = gd.getBoundingClientRect();"
+        " return {x: box.left + xa._offset + xa.l2p(0), y: box.top + ya._offset + ya.l2p(row)}; }", row)
+
+
+def heatmap_image(page) -> str:
+    return page.evaluate("() => { const i = document.querySelector('.lmlab-attention .hm image,"
+                         " .lmlab-attention .heatmaplayer image'); return i && i.getAttribute('href'); }")
+
+
+@pytest.mark.parametrize("vocab", ["characters", "gpt2-vocab"])
+def test_clicks_redraw_what_they_change(jlab_only, page, vocab):
+    jlab = jlab_only
+    nbformat.write(notebook(vocab), jlab.server.root / "views.ipynb")
+    jlab.open("views.ipynb")
+    run_cell(jlab, 0)
+    wait_until(lambda: "ready" in cell_output(jlab, 0), timeout=300, what="the model")
+    assert cell_output(jlab, 0).split()[1] == "128"
+    run_cell(jlab, 1)
+    jlab.wait_for(GRID)
+    wait_until(lambda: heatmap_image(page), timeout=120, what="the heatmap")
+    page.locator(".lmlab-attention").first.scroll_into_view_if_needed()
+    runs = [0]
+    built = forwards(jlab, runs)
+    assert built == 2  # the text's pass and the induction probe
+    samples = {"select a head": [], "focus a token": [], "knock a head out": [], "Step": []}
+
+    heads = [(layer, head) for layer in range(12) for head in range(12)][1:CLICKS + 1]
+    for layer, head in heads:
+        arg = {"title": f"layer {layer}, head {head} ", "image": heatmap_image(page)}
+        samples["select a head"].append(
+            timed(page, HEAD_SHOWN, arg, lambda: grid_click(page, layer, head)))
+
+    for n in range(CLICKS):
+        row = (n * 37 + 5) % 128
+        point = cell_point(page, row)
+        page.wait_for_timeout(400)  # plotly takes two clicks within 300 ms for a double click
+        samples["focus a token"].append(timed(page, PREDICTIONS, f"after position {row} (",
+                                              lambda: page.mouse.click(point["x"], point["y"])))
+    assert forwards(jlab, runs) == built  # selecting and focusing read the kept pass
+
+    knock = page.locator(".lmlab-attention button", has_text="Knock out this head").first
+    for layer, head in heads[::-1]:
+        grid_click(page, layer, head)
+        wait_until(lambda: f"layer {layer}, head {head} " in page.locator(".lmlab-attention .gtitle")
+                   .first.text_content(), what=f"head {layer}, {head}")
+        samples["knock a head out"].append(
+            timed(page, PREDICTIONS, f"knocked out L{layer}H{head} (", knock.click))
+        knock.click()  # back on: the next head is knocked out alone
+        wait_until(lambda: "knocked out" not in page.locator(".lmlab-attention .lmlab-predictions")
+                   .first.inner_text(), what="the head back on")
+    assert forwards(jlab, runs) == built + len(heads)  # one ablated pass per head
+
+    run_cell(jlab, 2)
+    jlab.wait_for(".lmlab-stepper .lmlab-chips")
+    chips = page.locator(".lmlab-stepper .lmlab-chips").first
+    chips.scroll_into_view_if_needed()
+    step = page.locator(".lmlab-stepper button", has_text="Step").first
+    first = int(chips.get_attribute("data-chips"))
+    for n in range(CLICKS):
+        samples["Step"].append(timed(page, CHIPS, first + n + 1, step.click))
+    jlab.screenshot(f"views-{vocab}")
+
+    for name, values in samples.items():
+        print(f"{vocab}, {name}: p50 {percentile(values, 50):.1f} ms, p95 {percentile(values, 95):.1f} ms "
+              f"over {len(values)} clicks")
+    out = os.environ.get("LMLAB_BENCH_OUT")
+    if out:
+        found = json.loads(open(out).read()) if os.path.exists(out) else {}
+        found[vocab] = samples
+        with open(out, "w") as f:
+            json.dump(found, f)
