@@ -244,14 +244,39 @@ class GPT(nn.Module):
     def new_cache(self, batch_size: int = 1) -> KVCache:
         return KVCache(self.config, batch_size, self.device, self.transformer.wte.weight.dtype)
 
-    def forward(self, idx, targets=None, *, cache: KVCache | None = None):
+    def forward(self, idx, targets=None, *, cache: KVCache | None = None, start_at_layer: int = 0):
         """idx [B, T] token ids -> ModelOutput(logits [B, T, V], loss).
 
         A sequence longer than block_size (counting what the cache holds) keeps its
         last block_size tokens; targets are cropped the same way. With a cache, the
         new positions follow the cached ones and are stored into it. Activations are
-        read or replaced at the named points of `lmlab.hooks`.
+        read or replaced at the named points of `lmlab.hooks`. With `start_at_layer=l`
+        (TransformerLens's name), idx is instead the residual stream [B, T, C] entering
+        block l, for example one recorded by an earlier pass: the blocks before it are
+        skipped (no cache, no cropping).
         """
+        if start_at_layer:
+            if cache is not None or not 0 < start_at_layer <= self.config.n_layer:
+                raise ConfigError(f"start_at_layer={start_at_layer} needs no cache and a layer in "
+                                  f"1..{self.config.n_layer}")
+            if idx.dim() != 3 or idx.size(1) > self.config.block_size:
+                raise ConfigError(f"start_at_layer takes the residual stream [B, T, C], T at most "
+                                  f"{self.config.block_size}, not {list(idx.shape)}")
+            x = idx
+        else:
+            x, targets = self._embed(idx, targets, cache)
+        for i in range(start_at_layer, self.config.n_layer):
+            x = self.transformer.h[i](x, cache, i)
+        if cache is not None:
+            cache.length += x.size(1)
+        logits = self.lm_head(self.transformer.ln_f(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1))
+        return ModelOutput(logits, loss)
+
+    def _embed(self, idx, targets, cache):
+        """Token and position embeddings of idx [B, T] (cropped to what fits) -> (x [B, T, C], targets)."""
         past = cache.length if cache is not None else 0
         limit = self.config.block_size - past
         if idx.size(1) > limit:
@@ -263,18 +288,8 @@ class GPT(nn.Module):
                 )
             idx = idx[:, -limit:]
             targets = targets[:, -limit:] if targets is not None else None
-        T = idx.size(1)
-        pos = torch.arange(past, past + T, dtype=torch.long, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
-        for i, block in enumerate(self.transformer.h):
-            x = block(x, cache, i)
-        if cache is not None:
-            cache.length += T
-        logits = self.lm_head(self.transformer.ln_f(x))
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1))
-        return ModelOutput(logits, loss)
+        pos = torch.arange(past, past + idx.size(1), dtype=torch.long, device=idx.device)
+        return self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos)), targets
 
     def run_with_cache(self, tokens, names=None, **kwargs):
         """(logits, ActivationCache) of one forward: see `lmlab.hooks.run_with_cache`."""

@@ -83,6 +83,11 @@ class _Store:
                 self.passes.move_to_end(key)
             return found
 
+    def peek(self, key):
+        """The pass under `key` or None, leaving the order as it is."""
+        with _guard:
+            return self.passes.get(key)
+
     def put(self, key, value: Pass) -> None:
         with _guard:
             self.passes[key] = value
@@ -133,7 +138,10 @@ def cached_pass(model, text_or_ids, tokenizer=None) -> Pass:
 
 def cached_ablation(model, ids: list[int], heads, mode: str = "zero") -> Pass:
     """The pass of `ids` with `heads` knocked out (`inspect.ablate`): its logits only (no
-    attention or streams kept), run once per weights version, text, heads and mode."""
+    attention or streams kept), run once per weights version, text, heads and mode. Where
+    the text's own pass is kept, the ablated one starts from its residual stream at the
+    first layer knocked out (`GPT.forward(start_at_layer=...)`): the blocks before it
+    compute what they computed then."""
     fwd_hooks = lens.ablation_hooks(model, heads, mode)  # checks the heads and the mode
     store = _store(model)
     heads = tuple(sorted((int(layer), int(head)) for layer, head in _pairs(heads)))
@@ -141,9 +149,14 @@ def cached_ablation(model, ids: list[int], heads, mode: str = "zero") -> Pass:
     if found is None:
         with reading(model):
             version = weights_version(model)
-            idx = torch.tensor([list(ids)], device=model.device)
+            first = min((layer for layer, _ in heads), default=0)
+            kept = store.peek(("pass", version, tuple(ids)))
+            if first and kept is not None and kept.streams is not None:  # the blocks before are unchanged
+                x = kept.streams[first].unsqueeze(0).to(model.device, model.transformer.wte.weight.dtype)
+            else:
+                first, x = 0, torch.tensor([list(ids)], device=model.device)
             with hooks(model, fwd_hooks):
-                logits = model(idx).logits[0]
+                logits = model(x, start_at_layer=first).logits[0]
             calls["ablated"] += 1
         found = Pass(list(ids), [], version, logits.float().cpu(), None, None)
         store.put(("ablated", version, tuple(ids), heads, mode), found)

@@ -16,20 +16,22 @@ from lmlab import inspect as lens  # noqa: E402
 from lmlab.train import Trainer  # noqa: E402
 from lmlab.widgets import AttentionExplorer  # noqa: E402
 from lmlab.widgets.heads import HeadGrid, default_encoding  # noqa: E402
+from lmlab.widgets.matrix import AttentionMatrix  # noqa: E402
 
 TEXT = "the quick brown fox jumps over the lazy dog.\n" * 200
 
 
 
 def z_of(explorer):
-    """The heatmap's values, None where a cell is a gap (the masked future)."""
-    z = explorer.heatmap.data[0].z
-    return [[None if v is None or v != v else float(v) for v in row] for row in z]
+    """The big view's values, None where a cell is drawn as a gap (the masked future)."""
+    assert explorer.matrix.causal
+    m = explorer.matrix.values().tolist()
+    return [[None if k > q else v for k, v in enumerate(row)] for q, row in enumerate(m)]
 
 
 class expected_z:
-    """The head's attention as the heatmap should show it: the gaps where they are, each
-    value within 1e-3 (the view sends a float16 copy rounded to 3 decimals)."""
+    """The head's attention as the big view should show it: the gaps where they are, each
+    value within 1e-3 (the view sends a float16 copy, to 1 / 65535)."""
 
     def __init__(self, model, tokenizer, text, layer, head):
         m = lens.capture_attention(model, text, tokenizer).head(layer, head).tolist()
@@ -49,12 +51,12 @@ def test_the_big_view_shows_the_selected_head(model, data):
     x = AttentionExplorer(model, data.tokenizer, "the lazy dog")
     assert (x.layer_box.value, x.head_box.value) == (0, 0)  # the selectors say what is shown
     assert z_of(x) == expected_z(model, data.tokenizer, "the lazy dog", 0, 0)
-    assert list(x.heatmap.layout.xaxis.ticktext)[:3] == ["t", "h", "e"]
+    assert list(x.matrix.tokens)[:3] == ["t", "h", "e"]
     x.layer_box.value = 1
     x.head_box.value = 1
     assert z_of(x) == expected_z(model, data.tokenizer, "the lazy dog", 1, 1)
     assert list(x.grid.selected) == list(x.table.selected) == [1, 1]
-    assert "layer 1, head 1" in x.heatmap.layout.title.text
+    assert "layer 1, head 1" in x.matrix.title
 
 
 def test_clicking_the_grid_or_the_table_selects_a_head(model, data):
@@ -101,8 +103,7 @@ def test_bad_text_is_explained_and_the_last_view_stays(model, data, text, fragme
 def test_token_focus_outlines_row_and_column_and_shows_predictions(model, data):
     x = AttentionExplorer(model, data.tokenizer, "the lazy dog")
     x.focus_box.value = 4
-    shapes = x.heatmap.layout.shapes
-    assert len(shapes) == 2 and shapes[0].y0 == 3.5 and shapes[1].x0 == 3.5
+    assert x.matrix.focus == 4  # outlined in the page
     top = lens.predictions_at(model, data.tokenizer, x.attention.ids, 4)
     assert "next token after position 4" in x.predictions.value
     assert f"{top.probs[0]:.3f}" in x.predictions.value
@@ -153,6 +154,42 @@ def test_colab_gets_base64_instead_of_binary_buffers(monkeypatch, model, data):
     images = lens.head_thumbnails(lens.capture_attention(model, "the lazy dog", data.tokenizer))
     grid.set_images(images)
     assert grid.data == b"" and grid.data_b64 and torch.equal(grid.images(), images)
+    matrix = AttentionMatrix()
+    head = torch.rand(5, 5)
+    matrix.set_matrix(head, list("abcde"))
+    assert matrix.data == b"" and matrix.data_b64
+    assert (matrix.values() - head).abs().max() <= 0.5 / 65535 + 1e-7
+
+
+def test_a_head_switch_sends_one_head_and_the_tokens_once_per_text(model, data):
+    """The big view gets 2 bytes a cell for a head switch, no per-cell hover text, and the
+    token labels only when the text changes."""
+    from lmlab.widgets._comm import RecordingComm, recording_comms
+
+    with recording_comms():
+        x = AttentionExplorer(model, data.tokenizer, "the lazy dog")
+        T = len(x.attention.tokens)
+        RecordingComm.states.clear()
+        x.select(1, 1)
+        sent = [(state, buffers) for state, buffers in RecordingComm.states if "data" in buffers]
+        assert len(sent) == 1 and "tokens" not in sent[0][0] and sent[0][1] == {"data": 2 * T * T}
+        assert x.matrix.values().shape == (T, T)
+        RecordingComm.states.clear()
+        x.text_box.value = "a quick fox"
+        assert [s["tokens"] for s, _ in RecordingComm.states if "tokens" in s] == [x.attention.tokens]
+        assert x.attention.tokens[1] == "␣"  # the display strings, whitespace made visible
+
+
+def test_the_matrix_refuses_what_it_cannot_draw():
+    matrix = AttentionMatrix()
+    with pytest.raises(ValueError, match="square"):
+        matrix.set_matrix(torch.rand(3, 4), list("abc"))
+    with pytest.raises(ValueError, match="2 tokens for a 3 x 3"):
+        matrix.set_matrix(torch.rand(3, 3), list("ab"))
+    with pytest.raises(ValueError, match="pass the 3"):
+        matrix.set_matrix(torch.rand(3, 3))
+    matrix.set_matrix(torch.full((3, 3), 2.0), list("abc"))  # clamped into [0, 1]
+    assert matrix.values().max() == 1.0
 
 
 def _read_png(path):
@@ -219,13 +256,12 @@ def test_bertviz_gets_one_tensor_a_layer_and_renders_it(model, data):
         assert torch.allclose(shown, a.weights, atol=1e-6)
 
 
-def test_clicking_the_heatmap_focuses_the_query_token(model, data):
-    from plotly.callbacks import Points
-
+def test_clicking_the_matrix_focuses_the_query_token(model, data):
     x = AttentionExplorer(model, data.tokenizer, "the lazy dog")
-    x.heatmap.data[0]._dispatch_on_click(Points(point_inds=[(5, 2)], xs=[2], ys=[5], trace_name="",
-                                                trace_index=0), None)
+    x.matrix.focus = 5  # what a click on row 5 sends
     assert x.focus_box.value == 5 and "next token after position 5" in x.predictions.value
+    x.focus_box.value = -1
+    assert x.matrix.focus == -1 and "after position 11" in x.predictions.value
 
 
 def test_every_message_is_valid_json(model, data):

@@ -86,6 +86,20 @@ def test_unread_points_cost_nothing_and_the_fused_kernel_runs(gpt, monkeypatch):
     assert not any(point.read for point in hook_points(gpt).values())  # every hook removed
 
 
+def test_a_forward_can_start_at_a_layer_from_a_recorded_stream(gpt):
+    idx = torch.randint(20, (2, 9))
+    with torch.no_grad():
+        logits, cache = gpt.run_with_cache(idx, names=["blocks.1.hook_resid_pre", "blocks.1.hook_resid_post"])
+        torch.testing.assert_close(gpt(cache["resid_pre", 1], start_at_layer=1).logits, logits)
+        torch.testing.assert_close(gpt(cache["resid_post", 1], start_at_layer=2).logits, logits)
+    with pytest.raises(ConfigError, match="residual stream"):
+        gpt(idx, start_at_layer=1)
+    with pytest.raises(ConfigError, match="needs no cache and a layer in 1..2"):
+        gpt(cache["resid_pre", 1], start_at_layer=3)
+    with pytest.raises(ConfigError, match="needs no cache"):
+        gpt(cache["resid_pre", 1][:1], start_at_layer=1, cache=gpt.new_cache())
+
+
 def test_hooks_are_removed_when_the_forward_fails(gpt):
     def boom(x, hook):
         raise RuntimeError("boom")

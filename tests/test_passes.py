@@ -143,6 +143,30 @@ def _probe(model):
     return first.repeat(2).tolist()
 
 
+def test_an_ablated_pass_starts_at_the_first_layer_knocked_out(model, data):
+    """From the kept pass's residual stream: the blocks before the first knocked-out head
+    do not run again, and the logits equal a whole ablated forward."""
+    ids = data.tokenizer.encode(SAID)
+    passes.cached_pass(model, ids)
+    ran = []
+    handle = model.transformer.h[0].register_forward_pre_hook(lambda *_: ran.append(0))
+    try:
+        for heads, mode, block_0_runs in [([(1, 0)], "zero", 0), ([(1, 1)], "mean", 0),
+                                          ([(0, 1), (1, 0)], "mean", 1)]:
+            ran.clear()
+            ablated = passes.cached_ablation(model, ids, heads, mode)
+            assert len(ran) == block_0_runs
+            with lens.ablate(model, heads, mode), torch.no_grad():
+                want = model.eval()(torch.tensor([ids])).logits[0]
+            torch.testing.assert_close(ablated.logits, want, atol=1e-5, rtol=1e-5)
+        passes.forget(model)  # no kept pass: the whole forward
+        ran.clear()
+        passes.cached_ablation(model, ids, [(1, 0)])
+        assert ran == [0]
+    finally:
+        handle.remove()
+
+
 def test_ablation_refuses_what_it_refused(model, data):
     ids = data.tokenizer.encode(SAID)
     with pytest.raises(lens.ConfigError, match="does not exist"):

@@ -16,18 +16,22 @@ class RecordingComm(BaseComm):
     back); here it raises, so a test sees it."""
 
     log: list[tuple[str, int]] = []  # (message type, bytes), shared by all instances
+    states: list[tuple[dict, dict]] = []  # (the state sent, {trait sent as a buffer: bytes})
 
     def publish_msg(self, msg_type, data=None, metadata=None, buffers=None, **keys):
         payload = json.dumps({"data": data, "metadata": metadata or {}}, default=str, allow_nan=False)
-        size = len(payload) + sum(len(memoryview(b).cast("B")) for b in buffers or ())
-        RecordingComm.log.append((msg_type, size))
+        sizes = [len(memoryview(b).cast("B")) for b in buffers or ()]
+        RecordingComm.log.append((msg_type, len(payload) + sum(sizes)))
+        if isinstance(data, dict) and "state" in data:
+            paths = [".".join(map(str, p)) for p in data.get("buffer_paths", [])]
+            RecordingComm.states.append((data["state"], dict(zip(paths, sizes))))
 
 
 @contextlib.contextmanager
 def recording_comms():
     """Widgets created inside use `RecordingComm`; yields its shared log."""
     original = comm.create_comm
-    RecordingComm.log = []
+    RecordingComm.log, RecordingComm.states = [], []
     comm.create_comm = lambda *a, **k: RecordingComm(*a, **k)
     try:
         yield RecordingComm.log

@@ -1,8 +1,8 @@
 """`AttentionExplorer`: every layer and head of a model's attention on a text.
 
 The overview (`HeadGrid`, a canvas) shows all heads as small images; the selected head
-is a plotly heatmap with the tokens on both axes; a token in focus lights up its row
-(what it attends to) and column (what attends to it), with the model's top next-token
+is drawn big (`AttentionMatrix`, a canvas too) with the tokens on both axes; a token in
+focus lights up its row (what it attends to) and column (what attends to it), with the model's top next-token
 predictions at that position; the per-head summary (`HeadTable`) sorts and selects;
 knocking a head out shows the change in the text's loss and in the predictions. With
 a trainer, the view follows training every `every` steps.
@@ -30,6 +30,7 @@ from lmlab.files import atomic_write
 
 from . import images
 from ._view import TrainerView, message_html, model_and_tokenizer
+from .matrix import AttentionMatrix
 from .heads import HeadGrid
 from .table import HeadTable
 
@@ -58,7 +59,7 @@ class AttentionExplorer(TrainerView, W.VBox):
         self.model, self.tokenizer, self.trainer = model, tokenizer, trainer
         self.every, self.thumbnail = every, thumbnail
         self.attention = self.pass_ = None  # the Attention drawn, and the Pass it is from
-        self._axes_of = None  # the token ids the heatmap's axes are labelled with
+        self._axes_of = None  # the token ids the matrix is labelled with
         self.summary: list[dict] = []
         self._selecting = False
 
@@ -77,20 +78,13 @@ class AttentionExplorer(TrainerView, W.VBox):
                                    value=ablation, layout=W.Layout(width="330px"))
         self.status = W.HTML()
         self.grid = HeadGrid(cell=max(20, min(72, 400 // max(1, model.config.n_head))))
-        self.heatmap = go.FigureWidget(layout=go.Layout(
-            width=540, height=520, autosize=False, margin=dict(l=70, r=10, t=40, b=70),
-            plot_bgcolor="#e2e2e2",
-            xaxis=dict(title="key (attended to)", showgrid=False, zeroline=False, constrain="domain"),
-            yaxis=dict(title="query (attending)", autorange="reversed", showgrid=False, zeroline=False,
-                       scaleanchor="x", constrain="domain")))
-        self.heatmap.add_heatmap(z=[[0]], colorscale="Blues", zmin=0, zmax=1, hoverongaps=False,
-                                 colorbar=dict(title="attention", thickness=12))
+        self.matrix = AttentionMatrix()
         self.predictions = W.HTML(layout=W.Layout(width="300px"))
         self.table = HeadTable(columns=SUMMARY_COLUMNS)
 
         top = W.HBox([self.layer_box, self.head_box, self.focus_box, self.knock_button, self.mode_box],
                      layout=W.Layout(flex_flow="row wrap", align_items="center"))
-        views = W.HBox([self.grid, W.Box([self.heatmap], layout=W.Layout(flex="0 1 540px", overflow="auto"))],
+        views = W.HBox([self.grid, self.matrix],
                        layout=W.Layout(flex_flow="row wrap", align_items="flex-start"))
         lower = W.HBox([self.predictions, self.table],
                        layout=W.Layout(flex_flow="row wrap", align_items="flex-start", grid_gap="24px"))
@@ -101,7 +95,7 @@ class AttentionExplorer(TrainerView, W.VBox):
         self.layer_box.observe(self.guarded(lambda _: self._select_from_boxes()), "value")
         self.head_box.observe(self.guarded(lambda _: self._select_from_boxes()), "value")
         self.focus_box.observe(self.guarded(lambda _: self._draw_focus()), "value")
-        self.heatmap.data[0].on_click(self.guarded(self._on_heatmap_click))
+        self.matrix.observe(self.guarded(self._on_matrix_click), "focus")
         self.grid.observe(self.guarded(lambda c: self.select(*c["new"])), "selected")
         self.table.observe(self.guarded(lambda c: self.select(*c["new"])), "selected")
         self.table.observe(self.guarded(lambda _: self._draw_ablation()), "knocked_out")
@@ -190,48 +184,27 @@ class AttentionExplorer(TrainerView, W.VBox):
         return layer, head
 
     def _draw_head(self) -> None:
-        """Send the selected head's matrix (rounded to 3 decimals: the colour scale shows
-        no more); the axes and their labels only when the text changed."""
+        """Send the selected head's matrix; its tokens only when the text changed."""
         a = self.attention
         layer, head = self.selected
-        matrix = np.round(a.head(layer, head).float().numpy(), 3)
-        T = matrix.shape[0]
-        z = matrix.astype(object)  # None is JSON's null (NaN is not): a gap, drawn grey
-        z[np.triu_indices(T, 1)] = None  # the masked future
-        trace = self.heatmap.data[0]
-        with self.heatmap.batch_update():
-            trace.z = z
-            if self._axes_of != a.ids:
-                self._axes_of = list(a.ids)
-                labels = [_label(i, t) for i, t in enumerate(a.tokens)]  # unique: a category each
-                trace.x = trace.y = labels
-                trace.hovertemplate = "%{y} → %{x}<br>attention %{z:.3f}<extra></extra>"
-                every = max(1, math.ceil(T / 32))
-                ticks = dict(tickmode="array", tickvals=labels[::every], ticktext=a.tokens[::every],
-                             tickangle=0, type="category")
-                self.heatmap.layout.xaxis.update(ticks)
-                self.heatmap.layout.yaxis.update(ticks)
-            self.heatmap.layout.title = f"layer {layer}, head {head} (grey: masked, the future)"
+        tokens = None
+        if self._axes_of != a.ids:
+            self._axes_of, tokens = list(a.ids), list(a.tokens)
+        self.matrix.set_matrix(a.head(layer, head), tokens,
+                                  title=f"layer {layer}, head {head} (grey: masked, the future)")
 
     def _draw_focus(self) -> None:
         a = self.attention
         if a is None:
             return
         p = self.focus_box.value
-        T = len(a.tokens)
-        shapes = []
-        if p is not None and p >= 0:
-            line = dict(color="#e4572e", width=2)
-            shapes = [dict(type="rect", x0=-0.5, x1=p + 0.5, y0=p - 0.5, y1=p + 0.5, line=line),
-                      dict(type="rect", x0=p - 0.5, x1=p + 0.5, y0=p - 0.5, y1=T - 0.5, line=line)]
-        self._draw_ablation()  # first: the predictions repaint without waiting for plotly's relayout
-        self.heatmap.layout.shapes = shapes
+        self._draw_ablation()  # first: the predictions repaint without waiting for the outline
+        self.matrix.focus = p if p is not None and p >= 0 else -1
 
-    def _on_heatmap_click(self, trace, points, state) -> None:
-        """A click on a cell focuses its query token."""
-        if points.ys:
-            y = points.ys[0]
-            self.focus_box.value = int(y.split(":", 1)[0]) if isinstance(y, str) else int(y)
+    def _on_matrix_click(self, change) -> None:
+        """A click on a row of the matrix focuses its query token."""
+        if self.attention is not None and change["new"] != self.focus_box.value:
+            self.focus_box.value = change["new"]
 
     # ---- ablation and predictions --------------------------------------------------------
 
@@ -273,7 +246,7 @@ class AttentionExplorer(TrainerView, W.VBox):
     def to_png(self, path, what: str = "head", pixels: int = 512) -> Path:
         """Write the selected head ("head", about `pixels` a side) or the overview of all
         heads ("grid") as a PNG: the matrix alone, in the view's colours (grey: masked),
-        no axes. For a labelled picture use the camera button of the plotly view."""
+        no axes. For a labelled picture use the matrix's Save PNG button."""
         a = self.attention
         if a is None:
             raise ValueError("there is no attention to draw yet: give the explorer a text")
@@ -293,7 +266,7 @@ class AttentionExplorer(TrainerView, W.VBox):
         the selected head as an interactive plotly heatmap (plotly.js inlined, so it
         renders with the network off), the next-token predictions and the summary table."""
         a = self._attention_drawn()
-        figure = plotly.io.to_html(go.Figure(self.heatmap), include_plotlyjs=True, full_html=False)
+        figure = plotly.io.to_html(self._head_figure(a), include_plotlyjs=True, full_html=False)
         text = html.escape(self.text_box.value)
         page = (f'<!doctype html><html><head><meta charset="utf-8"><title>lmlab attention: {text}'
                 f"</title><style>{SNAPSHOT_CSS}</style></head><body>"
@@ -303,6 +276,35 @@ class AttentionExplorer(TrainerView, W.VBox):
         with atomic_write(path) as tmp:
             tmp.write_text(page, encoding="utf-8")
         return Path(path)
+
+    def _head_figure(self, a) -> go.Figure:
+        """The selected head as a plotly heatmap (for the HTML snapshot): tokens on both
+        axes, hover naming both and the weight, the focused token outlined."""
+        layer, head = self.selected
+        matrix = np.round(a.head(layer, head).float().numpy(), 3)
+        T = matrix.shape[0]
+        z = matrix.astype(object)  # None is JSON's null (NaN is not): a gap, drawn grey
+        z[np.triu_indices(T, 1)] = None  # the masked future
+        labels = [_label(i, t) for i, t in enumerate(a.tokens)]  # unique: a category each
+        every = max(1, math.ceil(T / 32))
+        ticks = dict(tickmode="array", tickvals=labels[::every], ticktext=a.tokens[::every],
+                     tickangle=0, type="category", showgrid=False, zeroline=False, constrain="domain")
+        p = self.focus_box.value
+        shapes = []
+        if p is not None and p >= 0:
+            line = dict(color="#e4572e", width=2)
+            shapes = [dict(type="rect", x0=-0.5, x1=p + 0.5, y0=p - 0.5, y1=p + 0.5, line=line),
+                      dict(type="rect", x0=p - 0.5, x1=p + 0.5, y0=p - 0.5, y1=T - 0.5, line=line)]
+        figure = go.Figure(go.Heatmap(z=z, x=labels, y=labels, colorscale="Blues", zmin=0, zmax=1,
+                                      hoverongaps=False, colorbar=dict(title="attention", thickness=12),
+                                      hovertemplate="%{y} → %{x}<br>attention %{z:.3f}<extra></extra>"))
+        figure.update_layout(width=540, height=520, autosize=False, margin=dict(l=70, r=10, t=40, b=70),
+                             plot_bgcolor="#e2e2e2", shapes=shapes,
+                             title=f"layer {layer}, head {head} (grey: masked, the future)",
+                             xaxis=dict(title="key (attended to)", **ticks),
+                             yaxis=dict(title="query (attending)", autorange="reversed", scaleanchor="x",
+                                        **ticks))
+        return figure
 
     def _static_html(self) -> str:
         """The overview and the selected head as PNG pictures, the head's tokens, the

@@ -2,6 +2,7 @@
 time at 12 x 12 heads x 128 tokens, a click on a head, two explorers side by side, and
 the static HTML snapshot with the network blocked."""
 
+import re
 import time
 
 import nbformat
@@ -65,10 +66,11 @@ def grid_state(page, index: int) -> dict:
         " return c ? {...c.dataset, width: c.width} : null; }" % GRID, index)
 
 
-def heatmap_title(page, index: int) -> str:
+def big_view_title(page, index: int) -> str:
+    """The title of explorer `index`'s big view, as last drawn."""
     return page.evaluate(
         "(i) => { const v = document.querySelectorAll('.lmlab-attention')[i];"
-        " const t = v && v.querySelector('.gtitle'); return t ? t.textContent : ''; }", index)
+        " const c = v && v.querySelector('.lmlab-matrix-canvas'); return c ? c.dataset.title : ''; }", index)
 
 
 def test_explorer_grid_click_two_views_and_offline_snapshot(jlab_only, page):
@@ -79,14 +81,14 @@ def test_explorer_grid_click_two_views_and_offline_snapshot(jlab_only, page):
     print(f"all-heads grid, 12 x 12 heads x 128 tokens: rendered in {render_ms:.1f} ms "
           f"(drawing {float(state['drawMs']):.1f} ms)")
     assert render_ms < 1000
-    wait_until(lambda: "layer 0, head 0" in heatmap_title(page, 0), what="the big view")
+    wait_until(lambda: "layer 0, head 0" in big_view_title(page, 0), what="the big view")
 
     started = time.monotonic()
     run_cell(jlab, 2)
     wait_until(lambda: page.locator(GRID).count() == 2, timeout=60, what="a second explorer")
     print(f"from running the cell to the grid on screen: {first_s:.1f} s for the notebook's first "
           f"explorer (loads the front ends), {time.monotonic() - started:.1f} s for the second")
-    wait_until(lambda: "layer 0, head 0" in heatmap_title(page, 1), what="the second big view")
+    wait_until(lambda: "layer 0, head 0" in big_view_title(page, 1), what="the second big view")
 
     # click layer 2, head 3 of the first grid (the canvas's own layout: 34 px of labels
     # on the left, 18 on top, cells of `cell` pixels with 3 px gaps)
@@ -98,10 +100,10 @@ def test_explorer_grid_click_two_views_and_offline_snapshot(jlab_only, page):
     scale = box["width"] / width
     canvas.click(position={"x": (34 + 3 * (cell + 3) + cell / 2) * scale,
                            "y": (18 + 2 * (cell + 3) + cell / 2) * scale})
-    wait_until(lambda: "layer 2, head 3" in heatmap_title(page, 0), what="the clicked head")
+    wait_until(lambda: "layer 2, head 3" in big_view_title(page, 0), what="the clicked head")
     assert grid_state(page, 0)["selected"] == "2,3"
     assert grid_state(page, 1)["selected"] == "0,0"  # the other explorer is left alone
-    assert "layer 0, head 0" in heatmap_title(page, 1)
+    assert "layer 0, head 0" in big_view_title(page, 1)
     # the summary table: a click on a header sorts, a click on a row selects
     table = page.locator(".lmlab-attention").first.locator(".lmlab-table")
     wait_until(lambda: table.locator("tr.lmlab-selected").get_attribute("data-head") == "2,3",
@@ -112,10 +114,10 @@ def test_explorer_grid_click_two_views_and_offline_snapshot(jlab_only, page):
     table.locator("tbody tr").nth(5).click()
     chosen = table.locator("tbody tr").nth(5).get_attribute("data-head")
     try:
-        wait_until(lambda: f"layer {chosen.replace(',', ', head ')}" in heatmap_title(page, 0),
+        wait_until(lambda: f"layer {chosen.replace(',', ', head ')}" in big_view_title(page, 0),
                    what="the head clicked in the table")
     except AssertionError:
-        raise AssertionError(f"chosen {chosen}, title {heatmap_title(page, 0)!r}, grid "
+        raise AssertionError(f"chosen {chosen}, title {big_view_title(page, 0)!r}, grid "
                              f"{grid_state(page, 0)}, screenshot {jlab.screenshot('table-click')}")
     assert grid_state(page, 0)["selected"] == chosen
     table.locator("th[data-key='entropy']").click()  # again: ascending
@@ -124,7 +126,21 @@ def test_explorer_grid_click_two_views_and_offline_snapshot(jlab_only, page):
     first = page.locator(".lmlab-attention").first
     first.locator(".lmlab-heads-canvas").click(position={"x": (34 + 3 * (cell + 3) + cell / 2) * scale,
                                                          "y": (18 + 2 * (cell + 3) + cell / 2) * scale})
-    wait_until(lambda: "layer 2, head 3" in heatmap_title(page, 0), what="head 2, 3 again")
+    wait_until(lambda: "layer 2, head 3" in big_view_title(page, 0), what="head 2, 3 again")
+    # the big view: hovering names both tokens and the weight, a click focuses the query
+    big = first.locator(".lmlab-matrix-canvas")
+    big.scroll_into_view_if_needed()
+    size = int(big.get_attribute("data-size"))
+    cell, scale = max(1, round(440 / size)), big.bounding_box()["width"] / float(big.evaluate("c => c.width"))
+    at = {"x": (96 + 2.5 * cell) * scale, "y": (6 + 5.5 * cell) * scale}  # query 5, key 2
+    big.hover(position=at)
+    tip = first.locator(".lmlab-matrix-tip")
+    wait_until(lambda: tip.is_visible(), what="the hover tip")
+    assert re.fullmatch(r"5:\S+ → 2:\S+\nattention [01]\.\d{3}", tip.inner_text()), tip.inner_text()
+    big.click(position=at)
+    wait_until(lambda: "next token after position 5 " in first.locator(".lmlab-predictions").inner_text(),
+               what="the predictions at the clicked query")
+    assert big.get_attribute("data-focus") == "5"
     jlab.page.locator(".lmlab-attention").first.scroll_into_view_if_needed()
     jlab.screenshot("explorer")
     page.set_viewport_size({"width": 1500, "height": 1900})
@@ -173,7 +189,7 @@ def test_explorer_at_512_tokens(jlab_only, page):
     nb.cells = nb.cells[:2]
     grid_s = open_explorer(jlab, nb, "explorer512.ipynb", "model built")
     shown = time.monotonic()
-    wait_until(lambda: "layer 0, head 0" in heatmap_title(page, 0), timeout=120, what="the big view")
+    wait_until(lambda: "layer 0, head 0" in big_view_title(page, 0), timeout=120, what="the big view")
     view_s = grid_s + time.monotonic() - shown
     state = grid_state(page, 0)
     print(f"512 tokens: grid rendered in {float(state['renderMs']):.1f} ms in the browser; "

@@ -1,6 +1,6 @@
 """Click-to-repaint in JupyterLab, headless Chromium, on a GPT-2-shaped model (12 layers x
 12 heads, 768 wide, random weights) over a 128-token text, with a character vocabulary and
-with GPT-2's 50,257 tokens: select a head on the overview, focus a token on the heatmap,
+with GPT-2's 50,257 tokens: select a head on the overview, focus a token on the big view,
 knock a head out, Step the stepper.
 
 Each click is timed in the page, from its pointerdown to the frame after the element it
@@ -39,9 +39,8 @@ PROBE = """([condition, arg]) => {
                             {capture: true, once: true});
 }"""
 
-HEAD_SHOWN = """const v = document.querySelector(".lmlab-attention");
-const t = v.querySelector(".gtitle"), img = v.querySelector(".hm image, .heatmaplayer image");
-return t && t.textContent.includes(arg.title) && img && img.getAttribute("href") !== arg.image;"""
+HEAD_SHOWN = """const c = document.querySelector(".lmlab-attention .lmlab-matrix-canvas");
+return c && c.dataset.title.includes(arg.title) && Number(c.dataset.drawn) > arg.drawn;"""
 PREDICTIONS = """const p = document.querySelector(".lmlab-attention .lmlab-predictions");
 return p && p.parentElement.textContent.includes(arg);"""
 CHIPS = """const c = document.querySelector(".lmlab-stepper .lmlab-chips");
@@ -74,8 +73,8 @@ def timed(page, condition: str, arg, click, timeout: float = 30) -> float:
     try:
         page.wait_for_function("() => window.__lmlabProbe.t1 !== null", timeout=timeout * 1000)
     except Exception:
-        state = page.evaluate("() => ({probe: window.__lmlabProbe, title: (document.querySelector("
-                              "'.lmlab-attention .gtitle') || {}).textContent})")
+        state = page.evaluate("() => ({probe: window.__lmlabProbe, matrix: {...(document.querySelector("
+                              "'.lmlab-attention .lmlab-matrix-canvas') || {}).dataset}})")
         raise AssertionError(f"the click did not lead to {condition[:60]!r}… with {str(arg)[:80]!r}…; "
                              f"the page: {state}") from None
     return page.evaluate("() => window.__lmlabProbe.t1 - window.__lmlabProbe.t0")
@@ -103,17 +102,20 @@ def grid_click(page, layer: int, head: int):
 
 
 def cell_point(page, row: int) -> dict:
-    """Where on the page the heatmap draws (query `row`, key 0)."""
+    """Where on the page the big view draws (query `row`, key 0): its canvas's layout, 96 px
+    of labels on the left and 6 on top, then `round(side / T)` pixels a token."""
     return page.evaluate(
-        "(row) => { const gd = document.querySelector('.lmlab-attention .js-plotly-plot');"
-        " const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;"
-        " const box = gd.getBoundingClientRect();"
-        " return {x: box.left + xa._offset + xa.l2p(0), y: box.top + ya._offset + ya.l2p(row)}; }", row)
+        "(row) => { const c = document.querySelector('.lmlab-attention .lmlab-matrix-canvas');"
+        " const box = c.getBoundingClientRect(), scale = box.width / c.width;"
+        " const T = c.dataset.size, cell = Math.max(1, Math.round(440 / T));"
+        " return {x: box.left + (96 + cell / 2) * scale, y: box.top + (6 + (row + 0.5) * cell) * scale}; }",
+        row)
 
 
-def heatmap_image(page) -> str:
-    return page.evaluate("() => { const i = document.querySelector('.lmlab-attention .hm image,"
-                         " .lmlab-attention .heatmaplayer image'); return i && i.getAttribute('href'); }")
+def matrix(page) -> dict:
+    """The big view's canvas: its title, times drawn, focus."""
+    return page.evaluate("() => { const c = document.querySelector('.lmlab-attention .lmlab-matrix-canvas');"
+                         " return c ? {...c.dataset} : {}; }")
 
 
 @pytest.mark.parametrize("vocab", ["characters", "gpt2-vocab"])
@@ -126,7 +128,7 @@ def test_clicks_redraw_what_they_change(jlab_only, page, vocab):
     assert cell_output(jlab, 0).split()[1] == "128"
     run_cell(jlab, 1)
     jlab.wait_for(GRID)
-    wait_until(lambda: heatmap_image(page), timeout=120, what="the heatmap")
+    wait_until(lambda: "layer 0, head 0 " in matrix(page).get("title", ""), timeout=120, what="the big view")
     page.locator(".lmlab-attention").first.scroll_into_view_if_needed()
     runs = [0]
     built = forwards(jlab, runs)
@@ -135,23 +137,24 @@ def test_clicks_redraw_what_they_change(jlab_only, page, vocab):
 
     heads = [(layer, head) for layer in range(12) for head in range(12)][1:CLICKS + 1]
     for layer, head in heads:
-        arg = {"title": f"layer {layer}, head {head} ", "image": heatmap_image(page)}
+        arg = {"title": f"layer {layer}, head {head} ", "drawn": int(matrix(page)["drawn"])}
         samples["select a head"].append(
             timed(page, HEAD_SHOWN, arg, lambda: grid_click(page, layer, head)))
 
+    page.locator(".lmlab-attention .lmlab-matrix-canvas").first.scroll_into_view_if_needed()
     for n in range(CLICKS):
         row = (n * 37 + 5) % 128
         point = cell_point(page, row)
-        page.wait_for_timeout(400)  # plotly takes two clicks within 300 ms for a double click
         samples["focus a token"].append(timed(page, PREDICTIONS, f"after position {row} (",
                                               lambda: page.mouse.click(point["x"], point["y"])))
+        assert matrix(page)["focus"] == str(row)  # its row and column outlined
     assert forwards(jlab, runs) == built  # selecting and focusing read the kept pass
 
     knock = page.locator(".lmlab-attention button", has_text="Knock out this head").first
     for layer, head in heads[::-1]:
         grid_click(page, layer, head)
-        wait_until(lambda: f"layer {layer}, head {head} " in page.locator(".lmlab-attention .gtitle")
-                   .first.text_content(), what=f"head {layer}, {head}")
+        wait_until(lambda: f"layer {layer}, head {head} " in matrix(page)["title"],
+                   what=f"head {layer}, {head}")
         samples["knock a head out"].append(
             timed(page, PREDICTIONS, f"knocked out L{layer}H{head} (", knock.click))
         knock.click()  # back on: the next head is knocked out alone
