@@ -75,13 +75,20 @@ function render({ model, el }) {
       tr.classList.toggle("lmlab-selected", tr.dataset.head === `${sl},${sh}`);
     }
   }
+  // heads knocked out or back on only tick their boxes
+  function markKnocked() {
+    const off = new Set((model.get("knocked_out") || []).map((p) => p.join(",")));
+    for (const tr of table.tBodies[0].rows) tr.querySelector("input").checked = off.has(tr.dataset.head);
+  }
   redraw();
-  const names = ["rows", "columns", "knocked_out"];
+  const names = ["rows", "columns"];
   for (const name of names) model.on(`change:${name}`, redraw);
   model.on("change:selected", markSelected);
+  model.on("change:knocked_out", markKnocked);
   return () => {
     for (const name of names) model.off(`change:${name}`, redraw);
     model.off("change:selected", markSelected);
+    model.off("change:knocked_out", markKnocked);
   };
 }
 

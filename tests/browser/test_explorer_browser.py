@@ -141,6 +141,13 @@ def test_explorer_grid_click_two_views_and_offline_snapshot(jlab_only, page):
     wait_until(lambda: "next token after position 5 " in first.locator(".lmlab-predictions").inner_text(),
                what="the predictions at the clicked query")
     assert big.get_attribute("data-focus") == "5"
+    knock = first.locator("button", has_text="Knock out this head")
+    box = first.locator(".lmlab-table tr[data-head='2,3'] input")
+    knock.click()  # the table ticks the head's box (and only it)
+    wait_until(lambda: box.is_checked(), what="the table's box of the knocked-out head")
+    assert first.locator(".lmlab-table input:checked").count() == 1
+    knock.click()
+    wait_until(lambda: not box.is_checked(), what="the box cleared")
     jlab.page.locator(".lmlab-attention").first.scroll_into_view_if_needed()
     jlab.screenshot("explorer")
     page.set_viewport_size({"width": 1500, "height": 1900})
