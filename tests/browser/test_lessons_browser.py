@@ -13,7 +13,7 @@ VIEWS = {  # what each lesson must show, drawn by its front end
     "00_quickstart.ipynb": [],
     "01_train_live.ipynb": [".lmlab-dashboard .lmlab-loss-chart svg",
                             ".lmlab-compare .lmlab-compare-chart svg"],
-    "02_attention.ipynb": [".lmlab-attention canvas", ".lmlab-attention .js-plotly-plot"],
+    "02_attention.ipynb": [".lmlab-attention .lmlab-heads-canvas", ".lmlab-attention .lmlab-matrix-canvas"],
     "03_sampling.ipynb": [".lmlab-stepper .lmlab-chips .lmlab-chip", ".lmlab-stepper .lmlab-bar-row",
                           ".lmlab-surprise .lmlab-chips .lmlab-chip"],
     "04_embeddings_and_positions.ipynb": [".lmlab-embeddings .js-plotly-plot"],
