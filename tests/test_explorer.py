@@ -15,7 +15,8 @@ from lmlab import GPT, GPTConfig  # noqa: E402
 from lmlab import inspect as lens  # noqa: E402
 from lmlab.train import Trainer  # noqa: E402
 from lmlab.widgets import AttentionExplorer  # noqa: E402
-from lmlab.widgets.heads import HeadGrid, default_encoding  # noqa: E402
+from lmlab.widgets._canvas import default_encoding  # noqa: E402
+from lmlab.widgets.heads import HeadGrid  # noqa: E402
 from lmlab.widgets.matrix import AttentionMatrix  # noqa: E402
 
 TEXT = "the quick brown fox jumps over the lazy dog.\n" * 200

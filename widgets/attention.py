@@ -59,7 +59,6 @@ class AttentionExplorer(TrainerView, W.VBox):
         self.model, self.tokenizer, self.trainer = model, tokenizer, trainer
         self.every, self.thumbnail = every, thumbnail
         self.attention = self.pass_ = None  # the Attention drawn, and the Pass it is from
-        self._axes_of = None  # the token ids the matrix is labelled with
         self.summary: list[dict] = []
         self._selecting = False
 
@@ -184,13 +183,10 @@ class AttentionExplorer(TrainerView, W.VBox):
         return layer, head
 
     def _draw_head(self) -> None:
-        """Send the selected head's matrix; its tokens only when the text changed."""
+        """Send the selected head's matrix (the matrix sends its tokens only when they changed)."""
         a = self.attention
         layer, head = self.selected
-        tokens = None
-        if self._axes_of != a.ids:
-            self._axes_of, tokens = list(a.ids), list(a.tokens)
-        self.matrix.set_matrix(a.head(layer, head), tokens,
+        self.matrix.set_matrix(a.head(layer, head), a.tokens,
                                   title=f"layer {layer}, head {head} (grey: masked, the future)")
 
     def _draw_focus(self) -> None:

@@ -8,19 +8,6 @@ const GAP = 3;
 const LEFT = 34;  // room for the layer labels
 const TOP = 18;   // room for the head labels
 
-function pixels(model) {
-  if (model.get("encoding") === "base64") {
-    const text = atob(model.get("data_b64") || "");
-    const out = new Uint8Array(text.length);
-    for (let i = 0; i < text.length; i++) out[i] = text.charCodeAt(i);
-    return out;
-  }
-  const raw = model.get("data");
-  if (!raw || !raw.byteLength) return new Uint8Array(0);
-  return raw instanceof DataView ? new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength)
-                                 : new Uint8Array(raw.buffer || raw);
-}
-
 // attention 0 -> white, 1 -> dark blue; the masked upper triangle -> grey
 function colour(v) {
   const t = v / 255;
@@ -31,7 +18,7 @@ const MASKED = [226, 226, 226];
 function draw(model, canvas) {
   const L = model.get("n_layer"), H = model.get("n_head"), S = model.get("size");
   const cell = model.get("cell");
-  const data = pixels(model);
+  const data = bytesOf(model);
   canvas.width = LEFT + H * (cell + GAP);
   canvas.height = TOP + L * (cell + GAP);
   const ctx = canvas.getContext("2d");
@@ -89,12 +76,9 @@ function render({ model, el }) {
   const bar = document.createElement("div");
   bar.className = "lmlab-heads-bar";
   const title = document.createElement("span");
-  const save = document.createElement("button");
-  save.textContent = "Save PNG";
-  save.title = "Download this grid as a PNG image (drawn here, nothing sent to the kernel)";
-  bar.append(title, save);
   const canvas = document.createElement("canvas");
   canvas.className = "lmlab-heads-canvas";
+  bar.append(title, saveButton(canvas, "attention-heads.png", "this grid"));
   root.append(bar, canvas);
   el.appendChild(root);
 
@@ -116,15 +100,6 @@ function render({ model, el }) {
     model.set("selected", head);
     model.save_changes();
     redraw();
-  });
-  save.addEventListener("click", () => {
-    canvas.toBlob((blob) => {
-      const link = document.createElement("a");
-      link.href = URL.createObjectURL(blob);
-      link.download = "attention-heads.png";
-      link.click();
-      setTimeout(() => URL.revokeObjectURL(link.href), 1000);
-    }, "image/png");
   });
   const names = ["data", "data_b64", "encoding", "n_layer", "n_head", "size", "cell", "selected", "title"];
   for (const name of names) model.on(`change:${name}`, redraw);

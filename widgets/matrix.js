@@ -12,17 +12,7 @@ const MASKED = [226, 226, 226];
 const LABEL_CHARS = 12;
 
 function values(model) {
-  let bytes;
-  if (model.get("encoding") === "base64") {
-    const text = atob(model.get("data_b64") || "");
-    bytes = new Uint8Array(text.length);
-    for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
-  } else {
-    const raw = model.get("data");
-    if (!raw || !raw.byteLength) return new Uint16Array(0);
-    const view = raw instanceof DataView ? raw : new DataView(raw.buffer || raw);
-    bytes = new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
-  }
+  const bytes = bytesOf(model);
   // a copy: a Uint16Array needs an even offset, and the widget's buffer may not have one
   return new Uint16Array(bytes.slice().buffer, 0, bytes.length >> 1);
 }
@@ -140,12 +130,9 @@ function render({ model, el }) {
   const bar = document.createElement("div");
   bar.className = "lmlab-matrix-bar";
   const title = document.createElement("span");
-  const save = document.createElement("button");
-  save.textContent = "Save PNG";
-  save.title = "Download this head, with its labels, as a PNG image (drawn here, nothing sent to the kernel)";
-  bar.append(title, save);
   const canvas = document.createElement("canvas");
   canvas.className = "lmlab-matrix-canvas";
+  bar.append(title, saveButton(canvas, "attention-head.png", "this head, with its labels,"));
   const tip = document.createElement("div");
   tip.className = "lmlab-matrix-tip";
   tip.hidden = true;
@@ -196,15 +183,6 @@ function render({ model, el }) {
     tip.hidden = false;
   });
   canvas.addEventListener("mouseleave", () => { tip.hidden = true; });
-  save.addEventListener("click", () => {
-    canvas.toBlob((blob) => {
-      const link = document.createElement("a");
-      link.href = URL.createObjectURL(blob);
-      link.download = "attention-head.png";
-      link.click();
-      setTimeout(() => URL.revokeObjectURL(link.href), 1000);
-    }, "image/png");
-  });
   const data = ["data", "data_b64", "encoding", "size", "causal"], layout = ["tokens", "focus", "title", "side"];
   for (const name of data) model.on(`change:${name}`, repaint);
   for (const name of layout) model.on(`change:${name}`, recompose);

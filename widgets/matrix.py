@@ -12,38 +12,28 @@ focus set from the kernel is drawn the same way.
 
 from __future__ import annotations
 
-import base64
-import pathlib
-
-import anywidget
 import numpy as np
 import torch
 import traitlets
 
-from .heads import default_encoding
+from ._canvas import HERE, CanvasView, esm
 
-HERE = pathlib.Path(__file__).parent
 SCALE = 65535  # attention 1.0 as sent
 
 
-class AttentionMatrix(anywidget.AnyWidget):
-    """The selected head, big. `focus` is the query position outlined (-1: none), set by a
-    click on the matrix or from the kernel."""
+class AttentionMatrix(CanvasView):
+    """The selected head, big. `data` holds uint16 [size, size] little-endian, row-major.
+    `focus` is the query position outlined (-1: none), set by a click on the matrix or
+    from the kernel."""
 
-    _esm = HERE / "matrix.js"
+    _esm = esm("matrix.js")
     _css = HERE / "matrix.css"
-    data = traitlets.Bytes(b"").tag(sync=True)  # uint16 [size, size] little-endian, row-major
-    data_b64 = traitlets.Unicode("").tag(sync=True)  # the same, base64, when encoding is base64
-    encoding = traitlets.Unicode("bytes").tag(sync=True)
     size = traitlets.Int(0).tag(sync=True)  # T, tokens a side
     tokens = traitlets.List(traitlets.Unicode()).tag(sync=True)  # T display strings
     causal = traitlets.Bool(True).tag(sync=True)  # keys after the query drawn grey (masked)
     focus = traitlets.Int(-1).tag(sync=True)
     title = traitlets.Unicode("").tag(sync=True)
     side = traitlets.Int(440).tag(sync=True)  # pixels a side the matrix aims at, at least 1 a token
-
-    def __init__(self, encoding: str | None = None, **kwargs):
-        super().__init__(encoding=encoding or default_encoding(), **kwargs)
 
     def set_matrix(self, matrix: torch.Tensor, tokens: list[str] | None = None, title: str = "") -> None:
         """Show `matrix`, attention [T, T] in [0, 1] (query rows, key columns); `tokens`
@@ -57,10 +47,7 @@ class AttentionMatrix(anywidget.AnyWidget):
             raise ValueError(f"the view has {len(self.tokens)} tokens; pass the {T} of this matrix")
         raw = np.rint(matrix.detach().float().clamp(0, 1).cpu().numpy() * SCALE).astype("<u2").tobytes()
         with self.hold_sync():
-            if self.encoding == "base64":
-                self.data, self.data_b64 = b"", base64.b64encode(raw).decode("ascii")
-            else:
-                self.data, self.data_b64 = raw, ""
+            self._put(raw)
             if tokens is not None and list(tokens) != list(self.tokens):
                 self.tokens = list(tokens)
             if self.focus >= T:
@@ -69,6 +56,5 @@ class AttentionMatrix(anywidget.AnyWidget):
 
     def values(self) -> torch.Tensor:
         """What is shown, float32 [T, T] (to 1 / 65535)."""
-        raw = base64.b64decode(self.data_b64) if self.encoding == "base64" else self.data
-        values = np.frombuffer(raw, dtype="<u2").astype(np.float32).reshape(self.size, self.size)
+        values = np.frombuffer(self._raw(), dtype="<u2").astype(np.float32).reshape(self.size, self.size)
         return torch.from_numpy(values / SCALE)
