@@ -159,12 +159,15 @@ def test_colab_gets_base64_instead_of_binary_buffers(monkeypatch, model, data):
     head = torch.rand(5, 5)
     matrix.set_matrix(head, list("abcde"))
     assert matrix.data == b"" and matrix.data_b64
-    assert (matrix.values() - head).abs().max() <= 0.5 / 65535 + 1e-7
+    assert (matrix.values() - head.tril()).abs().max() <= 0.5 / 65535 + 1e-7  # causal: the triangle
+    whole = AttentionMatrix(encoding="base64", causal=False)
+    whole.set_matrix(head, list("abcde"))
+    assert (whole.values() - head).abs().max() <= 0.5 / 65535 + 1e-7
 
 
 def test_a_head_switch_sends_one_head_and_the_tokens_once_per_text(model, data):
-    """The big view gets 2 bytes a cell for a head switch, no per-cell hover text, and the
-    token labels only when the text changes."""
+    """The big view gets 2 bytes a cell of the causal triangle for a head switch, no
+    per-cell hover text, and the token labels only when the text changes."""
     from lmlab.widgets._comm import RecordingComm, recording_comms
 
     with recording_comms():
@@ -173,8 +176,8 @@ def test_a_head_switch_sends_one_head_and_the_tokens_once_per_text(model, data):
         RecordingComm.states.clear()
         x.select(1, 1)
         sent = [(state, buffers) for state, buffers in RecordingComm.states if "data" in buffers]
-        assert len(sent) == 1 and "tokens" not in sent[0][0] and sent[0][1] == {"data": 2 * T * T}
-        assert x.matrix.values().shape == (T, T)
+        assert len(sent) == 1 and "tokens" not in sent[0][0] and sent[0][1] == {"data": T * (T + 1)}
+        assert torch.allclose(x.matrix.values(), x.attention.head(1, 1).float(), atol=1e-4)
         RecordingComm.states.clear()
         x.text_box.value = "a quick fox"
         assert [s["tokens"] for s, _ in RecordingComm.states if "tokens" in s] == [x.attention.tokens]

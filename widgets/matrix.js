@@ -1,6 +1,7 @@
 // AttentionMatrix: one attention head as a matrix on a canvas, query rows down, key columns
 // across, token labels on both axes and a colour bar. The matrix arrives as one buffer
-// of uint16 (65535 = attention 1) and is painted once into an offscreen image; a focus
+// of uint16 (65535 = attention 1; for a causal head only the lower triangle, row by row)
+// and is painted once into an offscreen image; a focus
 // change or a hover only recomposes that image with the outline, no data re-read. No
 // library, nothing fetched.
 
@@ -17,10 +18,22 @@ function values(model) {
   return new Uint16Array(bytes.slice().buffer, 0, bytes.length >> 1);
 }
 
+// where cell (q, k) is in the buffer: a causal head sends keys 0..q of each row q
+function cellIndex(model, q, k) {
+  return model.get("causal") ? q * (q + 1) / 2 + k : q * model.get("size") + k;
+}
+
 // attention 0 -> white, 1 -> dark blue (the overview's colours)
 function colour(t) {
   return [Math.round(255 - 227 * t), Math.round(255 - 196 * t), Math.round(255 - 120 * t)];
 }
+// RGBA of the 256 steps a pixel shows (a value's top byte): no array made per cell
+const RAMP = new Uint32Array(256);
+for (let i = 0; i < 256; i++) {
+  const [r, g, b] = colour(i / 255);
+  RAMP[i] = (255 << 24 | b << 16 | g << 8 | r) >>> 0;  // ImageData's bytes, little-endian
+}
+const GREY = (255 << 24 | MASKED[2] << 16 | MASKED[1] << 8 | MASKED[0]) >>> 0;
 
 function label(tokens, i) {
   const t = tokens[i] === undefined ? "" : tokens[i];
@@ -32,15 +45,14 @@ function paint(model, image, data) {
   const T = model.get("size"), causal = model.get("causal");
   image.width = Math.max(1, T);
   image.height = Math.max(1, T);
-  if (!T || data.length < T * T) return false;
+  if (!T || data.length < (causal ? T * (T + 1) / 2 : T * T)) return false;
   const ctx = image.getContext("2d");
   const out = ctx.createImageData(T, T);
-  const px = out.data;
-  for (let q = 0, at = 0; q < T; q++) {
-    for (let k = 0; k < T; k++, at += 4) {
-      const c = causal && k > q ? MASKED : colour(data[q * T + k] / 65535);
-      px[at] = c[0]; px[at + 1] = c[1]; px[at + 2] = c[2]; px[at + 3] = 255;
-    }
+  const px = new Uint32Array(out.data.buffer);
+  for (let q = 0, at = 0, from = 0; q < T; q++) {
+    const keys = causal ? q + 1 : T;
+    for (let k = 0; k < keys; k++) px[at++] = RAMP[data[from++] >> 8];
+    for (let k = keys; k < T; k++) px[at++] = GREY;
   }
   ctx.putImageData(out, 0, 0);
   return true;
@@ -172,10 +184,9 @@ function render({ model, el }) {
   });
   canvas.addEventListener("mousemove", (event) => {
     const at = cellAt(model, canvas, event);
-    const T = model.get("size");
     if (!at || !painted || (model.get("causal") && at[1] > at[0])) { tip.hidden = true; return; }
     const [q, k] = at, tokens = model.get("tokens");
-    const weight = matrix[q * T + k] / 65535;
+    const weight = matrix[cellIndex(model, q, k)] / 65535;
     tip.textContent = `${label(tokens, q)} → ${label(tokens, k)}\nattention ${weight.toFixed(3)}`;
     const box = root.getBoundingClientRect();
     tip.style.left = `${event.clientX - box.left + 12}px`;

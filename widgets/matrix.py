@@ -22,9 +22,10 @@ SCALE = 65535  # attention 1.0 as sent
 
 
 class AttentionMatrix(CanvasView):
-    """The selected head, big. `data` holds uint16 [size, size] little-endian, row-major.
-    `focus` is the query position outlined (-1: none), set by a click on the matrix or
-    from the kernel."""
+    """The selected head, big. `data` holds uint16 little-endian cells, row by row: all
+    size x size of them, or for a causal head only the lower triangle (keys 0..q of each
+    query q, size x (size + 1) / 2 cells: the rest is masked). `focus` is the query
+    position outlined (-1: none), set by a click on the matrix or from the kernel."""
 
     _esm = esm("matrix.js")
     _css = HERE / "matrix.css"
@@ -45,7 +46,8 @@ class AttentionMatrix(CanvasView):
             raise ValueError(f"{len(tokens)} tokens for a {T} x {T} matrix")
         if tokens is None and len(self.tokens) != T:
             raise ValueError(f"the view has {len(self.tokens)} tokens; pass the {T} of this matrix")
-        raw = np.rint(matrix.detach().float().clamp(0, 1).cpu().numpy() * SCALE).astype("<u2").tobytes()
+        cells = np.rint(matrix.detach().float().clamp(0, 1).cpu().numpy() * SCALE).astype("<u2")
+        raw = (cells[np.tril_indices(T)] if self.causal else cells).tobytes()
         with self.hold_sync():
             self._put(raw)
             if tokens is not None and list(tokens) != list(self.tokens):
@@ -55,6 +57,10 @@ class AttentionMatrix(CanvasView):
             self.size, self.title = T, title
 
     def values(self) -> torch.Tensor:
-        """What is shown, float32 [T, T] (to 1 / 65535)."""
-        values = np.frombuffer(self._raw(), dtype="<u2").astype(np.float32).reshape(self.size, self.size)
-        return torch.from_numpy(values / SCALE)
+        """What is shown, float32 [T, T] (to 1 / 65535; masked cells 0)."""
+        T, sent = self.size, np.frombuffer(self._raw(), dtype="<u2").astype(np.float32) / SCALE
+        if not self.causal:
+            return torch.from_numpy(sent.reshape(T, T))
+        values = np.zeros((T, T), dtype=np.float32)
+        values[np.tril_indices(T)] = sent
+        return torch.from_numpy(values)

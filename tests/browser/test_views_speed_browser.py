@@ -6,8 +6,10 @@ knock a head out, Step the stepper.
 Each click is timed in the page, from its pointerdown to the frame after the element it
 changes shows the new state (a MutationObserver, then requestAnimationFrame). The test
 asserts what each click must do (and that selecting and focusing run no model, knocking out
-runs one pass per head); the milliseconds are printed and, with LMLAB_BENCH_OUT set, written
-there for `python -m lmlab.bench views --browser`: never asserted.
+runs one pass per head); the milliseconds are printed, with the kernel's own time for each
+knock-out (its ablated pass and what it sends, timed around the explorer's handler), and,
+with LMLAB_BENCH_OUT set, written there for `python -m lmlab.bench views --browser`: never
+asserted. A second test clicks the big view at GPT-2's whole context, 1,024 tokens.
 """
 
 import json
@@ -47,19 +49,28 @@ CHIPS = """const c = document.querySelector(".lmlab-stepper .lmlab-chips");
 return c && Number(c.dataset.chips) === arg;"""
 
 
-def notebook(vocab: str) -> nbformat.NotebookNode:
+def notebook(vocab: str, tokens: int = 128) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(s) for s in [
-        "import json, lmlab\n"
+        "import json, time, lmlab\n"
         "from lmlab.widgets import AttentionExplorer, SamplingStepper\n"
         "from lmlab.widgets.bench_views import Counter, setup\n"
-        f"model, tok, text = setup({vocab!r})\n"
+        f"model, tok, text = setup({vocab!r}, {tokens})\n"
         "forwards = Counter(model)\n"
         "print('ready', len(tok.encode(text)))",
-        "explorer = AttentionExplorer(model, tok, text)\nexplorer",
+        "explorer = AttentionExplorer(model, tok, text)\n"
+        "knock_ms = []  # the kernel's side of each knock-out: the ablated pass and what it sends\n"
+        "def timed(draw=explorer._draw_ablation):\n"
+        "    t0, n = time.perf_counter(), forwards.n\n"
+        "    draw()\n"
+        "    if forwards.n > n:  # an ablated pass ran\n"
+        "        knock_ms.append((time.perf_counter() - t0) * 1000)\n"
+        "explorer._draw_ablation = timed\n"
+        "explorer",
         "stepper = SamplingStepper(model, tok, text[:20], seed=0)\nstepper",
         "runs = globals().get('runs', 0) + 1\n"
         "print('forwards', forwards.n, 'run', runs, json.dumps(lmlab.passes.calls))",
+        "print('knock_ms', json.dumps(knock_ms))",
     ]]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
                                  "language": "python"}
@@ -102,13 +113,18 @@ def grid_click(page, layer: int, head: int):
 
 
 def cell_point(page, row: int) -> dict:
-    """Where on the page the big view draws (query `row`, key 0): its canvas's layout, 96 px
-    of labels on the left and 6 on top, then `round(side / T)` pixels a token."""
+    """Where on the page to click the big view's row `row` (its key column `row // 2`): its
+    canvas's layout, 96 px of labels on the left and 6 on top, then `round(side / T)`
+    pixels a token. A click's clientX/Y are whole CSS pixels, and at 1,024 tokens a row is
+    under one: {"x", "y"} are whole, and "row" is the row they land on (`row` or a neighbour)."""
     return page.evaluate(
         "(row) => { const c = document.querySelector('.lmlab-attention .lmlab-matrix-canvas');"
         " const box = c.getBoundingClientRect(), scale = box.width / c.width;"
-        " const T = c.dataset.size, cell = Math.max(1, Math.round(440 / T));"
-        " return {x: box.left + (96 + cell / 2) * scale, y: box.top + (6 + (row + 0.5) * cell) * scale}; }",
+        " const T = Number(c.dataset.size), cell = Math.max(1, Math.round(440 / T));"
+        " const x = Math.round(box.left + (96 + (Math.floor(row / 2) + 0.5) * cell) * scale);"
+        " const y = Math.round(box.top + (6 + (row + 0.5) * cell) * scale);"
+        " const hit = Math.floor(((y - box.top) / scale - 6) / cell);"
+        " return {x, y, row: Math.min(T - 1, Math.max(0, hit))}; }",
         row)
 
 
@@ -143,8 +159,8 @@ def test_clicks_redraw_what_they_change(jlab_only, page, vocab):
 
     page.locator(".lmlab-attention .lmlab-matrix-canvas").first.scroll_into_view_if_needed()
     for n in range(CLICKS):
-        row = (n * 37 + 5) % 128
-        point = cell_point(page, row)
+        point = cell_point(page, (n * 37 + 5) % 128)
+        row = point["row"]
         samples["focus a token"].append(timed(page, PREDICTIONS, f"after position {row} (",
                                               lambda: page.mouse.click(point["x"], point["y"])))
         assert matrix(page)["focus"] == str(row)  # its row and column outlined
@@ -161,6 +177,10 @@ def test_clicks_redraw_what_they_change(jlab_only, page, vocab):
         wait_until(lambda: "knocked out" not in page.locator(".lmlab-attention .lmlab-predictions")
                    .first.inner_text(), what="the head back on")
     assert forwards(jlab, runs) == built + len(heads)  # one ablated pass per head
+    run_cell(jlab, 4)
+    wait_until(lambda: "knock_ms" in cell_output(jlab, 4), what="the kernel's knock-out times")
+    samples["(knock: its kernel side)"] = json.loads(cell_output(jlab, 4).split("knock_ms", 1)[1])
+    assert len(samples["(knock: its kernel side)"]) == len(heads)
 
     run_cell(jlab, 2)
     jlab.wait_for(".lmlab-stepper .lmlab-chips")
@@ -171,13 +191,55 @@ def test_clicks_redraw_what_they_change(jlab_only, page, vocab):
     for n in range(CLICKS):
         samples["Step"].append(timed(page, CHIPS, first + n + 1, step.click))
     jlab.screenshot(f"views-{vocab}")
+    report(vocab, samples)
 
-    for name, values in samples.items():
-        print(f"{vocab}, {name}: p50 {percentile(values, 50):.1f} ms, p95 {percentile(values, 95):.1f} ms "
+
+def report(name: str, samples: dict) -> None:
+    """Print p50 / p95 of each list of `samples`; with LMLAB_BENCH_OUT set, add them there
+    under `name`."""
+    for what, values in samples.items():
+        print(f"{name}, {what}: p50 {percentile(values, 50):.1f} ms, p95 {percentile(values, 95):.1f} ms "
               f"over {len(values)} clicks")
     out = os.environ.get("LMLAB_BENCH_OUT")
     if out:
         found = json.loads(open(out).read()) if os.path.exists(out) else {}
-        found[vocab] = samples
+        found[name] = samples
         with open(out, "w") as f:
             json.dump(found, f)
+
+
+def test_big_view_at_the_whole_context(jlab_only, page):
+    """GPT-2's 1,024-token context, characters: a head switch sends 2 MB (1,024 x 1,024 x 2
+    bytes) and the canvas paints a million cells; a click on a row still runs no model."""
+    jlab = jlab_only
+    nbformat.write(notebook("characters", 1024), jlab.server.root / "context.ipynb")
+    jlab.open("context.ipynb")
+    run_cell(jlab, 0)
+    wait_until(lambda: "ready" in cell_output(jlab, 0), timeout=300, what="the model")
+    assert cell_output(jlab, 0).split()[1] == "1024"
+    run_cell(jlab, 1)
+    jlab.wait_for(GRID)
+    wait_until(lambda: "layer 0, head 0 " in matrix(page).get("title", ""), timeout=300, what="the big view")
+    assert matrix(page)["size"] == "1024"
+    page.locator(".lmlab-attention").first.scroll_into_view_if_needed()
+    runs = [0]
+    built = forwards(jlab, runs)
+    samples = {"select a head": [], "focus a token": []}
+    for layer, head in [(layer, head) for layer in range(12) for head in range(12)][1:CLICKS + 1]:
+        arg = {"title": f"layer {layer}, head {head} ", "drawn": int(matrix(page)["drawn"])}
+        samples["select a head"].append(
+            timed(page, HEAD_SHOWN, arg, lambda: grid_click(page, layer, head)))
+    page.locator(".lmlab-attention .lmlab-matrix-canvas").first.scroll_into_view_if_needed()
+    for n in range(CLICKS):
+        point = cell_point(page, (n * 311 + 5) % 1024)
+        if point["y"] > page.viewport_size["height"] - 2:  # rows below the fold: scroll to them
+            page.mouse.wheel(0, point["y"] - page.viewport_size["height"] / 2)
+            page.wait_for_timeout(100)
+            point = cell_point(page, (n * 311 + 5) % 1024)
+        row = point["row"]
+        samples["focus a token"].append(timed(page, PREDICTIONS, f"after position {row} (",
+                                              lambda: page.mouse.click(point["x"], point["y"])))
+        assert matrix(page)["focus"] == str(row)
+    assert forwards(jlab, runs) == built  # selecting and focusing read the kept pass
+    jlab.screenshot("views-1024")
+    report("characters-1024", samples)
