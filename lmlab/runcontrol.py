@@ -15,7 +15,7 @@ arrives between steps takes effect at once. Every change of state happens in
 match whether steps can run: `is_alive` is true exactly in running, pausing, paused
 and stopping.
 
-Drivers, chosen by measurement (DESIGN.md, "Run control and threads"):
+Drivers, chosen by measurement (ARCHITECTURE.md, "Run control and threads"):
 
 - ``loop``: an asyncio task on the calling thread's running event loop, yielding
   between steps. A notebook kernel runs such a loop on the thread that has already
@@ -150,6 +150,27 @@ class RunControl:
     def is_alive(self) -> bool:
         """True while steps can run: running, pausing, paused or stopping."""
         return self._state in ACTIVE
+
+    # what may happen now: views ask these rather than compare states
+    @property
+    def can_start(self) -> bool:
+        return self._state not in ACTIVE
+
+    @property
+    def can_pause(self) -> bool:
+        return self._state == "running"
+
+    @property
+    def can_resume(self) -> bool:
+        return self._state in ("paused", "pausing")
+
+    @property
+    def can_stop(self) -> bool:
+        return self._state in ACTIVE
+
+    @property
+    def can_step(self) -> bool:
+        return self._state not in ("running", "pausing", "stopping") and not self._in_step
 
     @property
     def driver(self) -> str | None:

@@ -1,6 +1,12 @@
-"""Training: `TrainConfig`, and `Trainer`, which runs steps blocking (`run`) or in the
-background (`start`, `pause`, `resume`, `stop`, `join` / `await wait()`), watched
-through `History`, events and periodic samples.
+"""Training: `Trainer`, which runs steps blocking (`run`) or in the background (`start`,
+`pause`, `resume`, `stop`, `join` / `await wait()`), watched through `History`, events
+and periodic samples. It owns its settings (`TrainConfig`, in `train_config.py`): every
+change goes through `update_config` (or `restore`, `rollback`, `reset`) and is told to
+observers as one "config" event, so a view mirrors the trainer instead of keeping a copy.
+
+The rooms around it: `optim.py` (the optimiser), `streams.py` (the random streams of
+each micro-batch), `events.py` (observers), `rollback.py` (the last healthy weights),
+`train_checkpoint.py` (its files), `progress.py` (the bar of a blocking run).
 
 Which thread or event loop drives the steps, and the one state machine that decides
 what may run, are in `runcontrol.py`. The trainer holds the model's lock
@@ -17,188 +23,31 @@ import contextlib
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 
-from . import checkpoint, distributed
-from .errors import CheckpointError, ConfigError, DataError, TrainerStateError, TrainingError
+from . import checkpoint, distributed, train_checkpoint
+from .errors import ConfigError, DataError, TrainerStateError, TrainingError
+from .events import EVENTS, Events, Subscription
 from .history import History
+from .mfu import PEAK_BF16_FLOPS, mfu
 from .model import GPT, GPTConfig, autocast, maybe_compile, resolve_device
+from .optim import fused_adam_available, make_optimizer, optimizer_groups
+from .progress import ProgressBar
 from .reading import model_lock, reading, weights_changed
 from .rng import TrainerRNG
+from .rollback import HEALTHY_MARGIN, Rollback, Snapshot
 from .runcontrol import RunControl, remember_main_loop
 from .sampling import generate
-from .settings import Checked
+from .streams import _derived_seed, stream_seeds
+from .train_config import DTYPES, HINTS, OPTIMIZERS, SCHEDULES, TrainConfig
 
-SCHEDULES = ("cosine", "constant")
-OPTIMIZERS = ("adamw", "adam", "sgd")
-DTYPES = ("float32", "bfloat16")
-EVENTS = ("step", "eval", "sample", "end", "error", "reset")
-HINTS = {"grad_accum_steps": ": the micro-batches summed into one optimizer step (1: none); "
-                             "the global batch is batch_size x grad_accum_steps x processes"}
-
-
-@dataclass(frozen=True)
-class TrainConfig(Checked):
-    batch_size: int = 12  # sequences a micro-batch, in each process
-    grad_accum_steps: int = 1  # micro-batches an optimizer step, in each process
-    max_steps: int = 2000
-    learning_rate: float = 1e-3
-    min_lr: float | None = None  # where the cosine schedule ends; None: learning_rate / 10
-    warmup_steps: int = 100
-    schedule: str = "cosine"
-    lr_decay_steps: int | None = None  # cosine reaches min_lr here; None: max_steps
-    weight_decay: float = 0.1  # on matrices and embeddings only
-    betas: tuple[float, float] = (0.9, 0.99)
-    grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
-    optimizer: str = "adamw"
-    momentum: float = 0.9  # for sgd
-    eval_interval: int = 250  # steps between evaluations
-    eval_batches: int = 20
-    seed: int = 1337
-    device: str = "auto"
-    dtype: str = "float32"  # "bfloat16": autocast on CUDA
-    compile: bool = False
-
-    def __post_init__(self):
-        def positive_int(name):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                hint = HINTS.get(name, "")
-                raise ConfigError(f"{name}={v!r} must be a positive integer{hint}")
-
-        for name in ("batch_size", "grad_accum_steps", "max_steps", "eval_interval",
-                     "eval_batches"):
-            positive_int(name)
-        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) \
-                or self.warmup_steps < 0:
-            raise ConfigError(f"warmup_steps={self.warmup_steps!r} must be an integer >= 0")
-        if self.lr_decay_steps is not None:
-            positive_int("lr_decay_steps")
-        for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip", "momentum"):
-            v = getattr(self, name)
-            if v is None and name == "min_lr":
-                continue
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise ConfigError(f"{name}={v!r} must be a finite number >= 0")
-        if self.learning_rate <= 0 or self.learning_rate > 10:
-            raise ConfigError(
-                f"learning_rate={self.learning_rate!r} must be in (0, 10]; "
-                "1e-3 suits small models with AdamW"
-            )
-        if self.min_lr is not None and self.min_lr > self.learning_rate:
-            raise ConfigError(f"min_lr={self.min_lr} is above learning_rate={self.learning_rate}; "
-                              "min_lr is where the cosine schedule ends (e.g. learning_rate / 10)")
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise ConfigError(f"betas={self.betas!r} must be two numbers in [0, 1), e.g. (0.9, 0.99)")
-        for name, allowed in (("schedule", SCHEDULES), ("optimizer", OPTIMIZERS),
-                              ("dtype", DTYPES)):
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"{name}={getattr(self, name)!r}; choose one of {list(allowed)}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        data = {k: v for k, v in data.items() if k in known}
-        if "betas" in data:
-            data["betas"] = tuple(data["betas"])
-        return cls(**data)
-
-    @property
-    def final_lr(self) -> float:
-        """Where the cosine schedule ends: min_lr, or a tenth of learning_rate."""
-        return self.learning_rate / 10 if self.min_lr is None else self.min_lr
-
-    def lr_at(self, step: int) -> float:
-        """Learning rate for the step numbered `step` (0-based): linear warmup, then
-        cosine to min_lr at lr_decay_steps (nanoGPT's schedule), or constant."""
-        if step < self.warmup_steps:
-            return self.learning_rate * (step + 1) / (self.warmup_steps + 1)
-        if self.schedule == "constant":
-            return self.learning_rate
-        decay = self.lr_decay_steps or self.max_steps
-        if step >= decay:
-            return self.final_lr
-        ratio = (step - self.warmup_steps) / max(1, decay - self.warmup_steps)
-        low = self.final_lr
-        return low + 0.5 * (1 + math.cos(math.pi * ratio)) * (self.learning_rate - low)
-
-
-def _derived_seed(seed: int, stream: int) -> int:
-    """A seed for the `stream`-th generator of a run, its sequence unrelated to `seed`'s."""
-    return (seed * 6364136223846793005 + stream * 1442695040888963407) % 2**63
-
-
-def stream_seeds(seed: int, slot: int) -> tuple[int, int]:
-    """(batch offsets seed, dropout seed) of micro-batch `slot` of a run.
-
-    An optimizer step sums the gradients of `grad_accum_steps x processes` micro-batches;
-    slot k = rank x grad_accum_steps + micro-step draws its batches and its dropout
-    from streams of its own. So what a step draws depends on the number of slots, not
-    on how they are spread over processes: rank 1 of a 2-process run draws what
-    micro-step 1 of a 1-process run with grad_accum_steps=2 draws. Slot 0 is the stream
-    a plain one-process run has always drawn (evaluation uses streams 2 + step)."""
-    if slot == 0:
-        return _derived_seed(seed, 1), seed
-    return _derived_seed(seed, -2 * slot), _derived_seed(seed, -2 * slot - 1)
-
-
-def optimizer_groups(model: GPT, config: TrainConfig) -> list[dict]:
-    """Weight decay on matrices and embeddings, none on biases and norms (as nanoGPT)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-
-
-def fused_adam_available(device: torch.device) -> bool:
-    """Whether the installed torch has fused Adam/AdamW kernels for `device` (CUDA; the
-    CPU since torch 2.4)."""
-    probe = torch.zeros(1, device=device, requires_grad=True)
-    try:
-        torch.optim.AdamW([probe], fused=True)
-    except (RuntimeError, ValueError, TypeError):
-        return False
-    return True
-
-
-def make_optimizer(model: GPT, config: TrainConfig, device: torch.device, fused: bool | None = None):
-    """The optimizer `config` names, over `optimizer_groups`. Adam and AdamW use torch's
-    fused kernels where the installed torch has them for `device` (`fused=None`): one
-    kernel a tensor instead of a loop of elementwise ops; the same update."""
-    groups = optimizer_groups(model, config)
-    lr = config.lr_at(0)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum)
-    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    if fused is None:
-        fused = fused_adam_available(device)
-    return cls(groups, lr=lr, betas=tuple(config.betas), **({"fused": True} if fused else {}))
-
-
-class Subscription:
-    """What `Trainer.on` returns: `remove()` unsubscribes (idempotent)."""
-
-    def __init__(self, trainer: Trainer, event: str, fn):
-        self.trainer, self.event, self.fn = trainer, event, fn
-
-    @property
-    def active(self) -> bool:
-        return self.fn in self.trainer._callbacks[self.event]
-
-    def remove(self) -> None:
-        self.trainer.off(self.event, self.fn)
-
-    def __repr__(self) -> str:
-        name = getattr(self.fn, "__qualname__", repr(self.fn))
-        return f"<Subscription {self.event} -> {name}{'' if self.active else ' (removed)'}>"
+__all__ = ["Trainer", "TrainConfig", "SampleSettings", "Subscription", "EVENTS", "SCHEDULES",
+           "OPTIMIZERS", "DTYPES", "HINTS", "HEALTHY_MARGIN", "Snapshot", "make_optimizer",
+           "optimizer_groups", "fused_adam_available", "stream_seeds", "mfu", "PEAK_BF16_FLOPS"]
 
 
 @dataclass(frozen=True)
@@ -210,25 +59,6 @@ class SampleSettings:
     every: int = 250
     tokens: int = 80
     temperature: float = 0.8
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """Weights, optimiser and RNG state at an evaluation, kept in memory for rollback."""
-
-    step: int
-    loss: float  # validation loss, or training loss when there is no validation split
-    tokens_seen: int
-    wall_time: float
-    evaluation: dict
-    model: dict
-    optimizer: dict
-    streams: dict  # Trainer._stream_states(): this rank's batch and dropout streams
-    learning_rate: float = 0.0  # the settings in effect then
-    min_lr: float | None = None
-
-
-HEALTHY_MARGIN = 1.1  # an evaluation within 10% of the best so far is healthy
 
 
 class Trainer:
@@ -250,7 +80,8 @@ class Trainer:
         self.model = model.to(self.device)
         self.dataset = dataset  # left as given: batches are moved to the trainer's device
         self._check_fit(model, dataset, config)
-        self._callbacks = {e: [] for e in EVENTS}
+        self.events = Events(self, lambda message: self.warnings.append(
+            f"step {self.step_count}: {message}"))
         self._run = RunControl(self._run_step, self._target_reached, self._run_ended,
                                lock_owned=lambda: self.lock._is_owned())
         remember_main_loop()  # built in a notebook cell: Start from a click trains here
@@ -273,8 +104,7 @@ class Trainer:
         self.last_eval: dict | None = None
         self.samples: collections.deque = collections.deque(maxlen=50)  # newest last
         self.warnings: collections.deque = collections.deque(maxlen=20)  # observers' errors
-        self._snapshot: Snapshot | None = None
-        self._best_loss: float | None = None
+        self._rollback = Rollback()
 
     def _set_streams(self, states: dict) -> None:
         """This rank's micro-batch streams, one a micro-step: a generator of batch offsets
@@ -353,13 +183,11 @@ class Trainer:
     def on(self, event: str, fn) -> Subscription:
         """Call `fn(trainer, payload)` on `event`: step (the History row), eval (the
         losses), sample (a dict: step, prompt, text), end (the final state), error (the
-        exception that stopped training), reset (None: weights and history replaced).
-        Returns a `Subscription`; `.remove()` unsubscribes. An exception raised by `fn`
-        is kept in `trainer.warnings`; training goes on."""
-        if event not in EVENTS:
-            raise ConfigError(f"unknown event {event!r}; choose one of {list(EVENTS)}")
-        self._callbacks[event].append(fn)
-        return Subscription(self, event, fn)
+        exception that stopped training), reset (None: weights and history replaced),
+        config ({setting: new value} of the settings that changed; "sampling": the new
+        `SampleSettings`). Returns a `Subscription`; `.remove()` unsubscribes. An
+        exception raised by `fn` is kept in `trainer.warnings`; training goes on."""
+        return self.events.on(event, fn)
 
     def on_step(self, fn):
         """Decorator form of `on("step", fn)`; returns fn."""
@@ -380,21 +208,14 @@ class Trainer:
 
     def off(self, event: str, fn) -> None:
         """Unsubscribe `fn` from `event` (nothing happens if it was not subscribed)."""
-        if fn in self._callbacks.get(event, ()):
-            self._callbacks[event].remove(fn)
+        self.events.off(event, fn)
 
     def callback_count(self) -> int:
         """How many observers are subscribed, over all events."""
-        return sum(len(fns) for fns in self._callbacks.values())
+        return self.events.count()
 
     def _emit(self, event: str, payload) -> None:
-        for fn in list(self._callbacks[event]):
-            try:
-                fn(self, payload)
-            except Exception as e:  # an observer never stops training
-                name = getattr(fn, "__qualname__", None) or repr(fn)
-                self.warnings.append(f"step {self.step_count}: the {event} observer {name} raised "
-                                     f"{type(e).__name__}: {e}")
+        self.events.emit(event, payload)
 
     # ---- one step -------------------------------------------------------------------
 
@@ -586,7 +407,9 @@ class Trainer:
         if not new.prompt:
             raise ConfigError("the sample prompt is empty; give at least one character")
         self.dataset.tokenizer.encode(new.prompt)
-        self.sampling = new
+        old, self.sampling = self.sampling, new
+        if new != old:
+            self._told({"sampling": new})
         return new
 
     def _periodic_sample(self) -> dict:
@@ -604,13 +427,10 @@ class Trainer:
         in memory), so that a diverged run can go back to it."""
         loss = evaluation["val_loss"] if evaluation.get("val_loss") is not None \
             else evaluation["train_loss"]
-        if not math.isfinite(loss):
+        if not self._rollback.is_healthy(loss):
             return
-        if self._best_loss is not None and loss > self._best_loss * HEALTHY_MARGIN:
-            return
-        self._best_loss = loss if self._best_loss is None else min(loss, self._best_loss)
         with self.lock:
-            self._snapshot = Snapshot(
+            self._rollback.snapshot = Snapshot(
                 step=self.step_count, loss=loss, tokens_seen=self.tokens_seen,
                 wall_time=self.wall_time, evaluation=dict(evaluation),
                 model={k: v.detach().clone() for k, v in self.model.state_dict().items()},
@@ -620,20 +440,19 @@ class Trainer:
 
     def _keep_starting_point(self) -> None:
         """Before the first step, keep step 0, so that even the first steps can be undone."""
-        if self._snapshot is None and self.step_count == 0:
+        if self._rollback.snapshot is None and self.step_count == 0:
             self._keep_if_healthy(self.evaluate())
 
     @property
     def rollback_point(self) -> tuple[int, float] | None:
         """(step, validation loss) of the last healthy evaluation, or None."""
-        s = self._snapshot
-        return (s.step, s.loss) if s is not None else None
+        return self._rollback.point
 
     def rollback(self) -> int:
         """Go back to the weights, optimiser state, history and learning rate of the last
         healthy evaluation (see `rollback_point`), e.g. after a learning rate that
         diverged. Returns that step. Refused while a run is active."""
-        s = self._snapshot
+        s = self._rollback.snapshot
         self._run._check_ended("roll back")
         if s is None:
             raise TrainerStateError("there is no healthy evaluation to go back to yet; "
@@ -644,13 +463,15 @@ class Trainer:
             self.optimizer.load_state_dict(copy.deepcopy(s.optimizer))
             self._set_streams(s.streams)
             # the learning rate that trained those weights, not the one that diverged
-            self.config = replace(self.config, learning_rate=s.learning_rate, min_lr=s.min_lr)
+            changed = self._replace_config(replace(self.config, learning_rate=s.learning_rate,
+                                                   min_lr=s.min_lr))
             self.step_count, self.tokens_seen, self.wall_time = s.step, s.tokens_seen, s.wall_time
             self.last_eval = dict(s.evaluation)
             self.history = History(r for r in self.history.rows() if r["step"] <= s.step)
             while self.samples and self.samples[-1]["step"] > s.step:
                 self.samples.pop()
         self._emit("reset", None)
+        self._told(changed)
         return s.step
 
     def reset(self, config: GPTConfig | None = None, **changes) -> None:
@@ -665,8 +486,10 @@ class Trainer:
             dataset = dataset.with_block_size(shape.block_size)
         self._check_fit(SimpleNamespace(config=shape), dataset, self.config)  # before any change
         self._run.reset()
+        changed = {}
         if self._pinned_decay:  # a fresh run: the schedule spans max_steps again
-            self.config, self._pinned_decay = replace(self.config, lr_decay_steps=None), False
+            changed = self._replace_config(replace(self.config, lr_decay_steps=None))
+            self._pinned_decay = False
         with self.lock, torch.random.fork_rng(devices=[]):  # the global RNG is left alone
             torch.manual_seed(self.config.seed)
             if shape == self.model.config:
@@ -677,6 +500,7 @@ class Trainer:
             self._fresh_state(self.config.seed)
         self._target = self.config.max_steps
         self._emit("reset", None)
+        self._told(changed)
 
     # ---- runs ------------------------------------------------------------------------------
 
@@ -689,6 +513,34 @@ class Trainer:
     def is_alive(self) -> bool:
         """True while a run is active (running, pausing, paused or stopping)."""
         return self._run.is_alive
+
+    @property
+    def can_start(self) -> bool:
+        """`start()` or `run()` may begin a run (none is active; max_steps may still refuse)."""
+        return self._run.can_start
+
+    @property
+    def can_pause(self) -> bool:
+        return self._run.can_pause
+
+    @property
+    def can_resume(self) -> bool:
+        """Paused, or pausing after the step in progress."""
+        return self._run.can_resume
+
+    @property
+    def can_stop(self) -> bool:
+        return self._run.can_stop
+
+    @property
+    def can_step(self) -> bool:
+        """`step()` may run one step by hand: no run is stepping (idle, paused or ended)."""
+        return self._run.can_step
+
+    @property
+    def can_change(self) -> bool:
+        """Settings, `reset`, `rollback` and `restore` are allowed: no run is active."""
+        return not self._run.is_alive
 
     @property
     def driver(self) -> str | None:
@@ -713,8 +565,9 @@ class Trainer:
         target = self.step_count + steps if steps else self.config.max_steps
         if self.step_count >= target:
             raise TrainerStateError(
-                f"already at step {self.step_count} of max_steps={self.config.max_steps}; "
-                "raise max_steps (trainer.update_config(max_steps=...)) or pass steps=N"
+                f"already at step {self.step_count} of max_steps={self.config.max_steps}: raise "
+                "max_steps to train on (trainer.update_config(max_steps=...)), pass steps=N, or "
+                "reset"
             )
         self._keep_starting_point()
         self._target = target
@@ -757,30 +610,11 @@ class Trainer:
         Ctrl-C (or the notebook's stop button) stops it after the step in progress, so
         the model is always left whole. Raises the error that stopped training, if any.
         """
-        from tqdm.auto import tqdm
-
         self._prepare(steps)
-        progress = progress and self.rank == 0
-        bar = tqdm(total=self._target, initial=self.step_count, disable=not progress,
-                   unit="step", dynamic_ncols=True, mininterval=0.25)
-
-        def show(*calls):
-            # the bar is a view of training, never a reason to stop it: under a process
-            # group only rank 0 draws it, and a rank 0 that failed there would leave the
-            # others waiting in the next step's collectives
-            nonlocal progress
-            if not progress:
-                return
-            try:
-                for call in calls:
-                    call()
-            except Exception as e:
-                progress = False
-                self.warnings.append(f"step {self.step_count}: the progress bar failed and was "
-                                     f"turned off: {type(e).__name__}: {e}")
+        bar = ProgressBar(self, self._target, enabled=progress and self.rank == 0)
 
         def tick():
-            show(lambda: self._update_bar(bar))
+            bar.update()
             if after_step is not None:
                 after_step()
 
@@ -789,21 +623,10 @@ class Trainer:
             self._run.run_blocking()
         finally:
             self._after_step = None
-            show(lambda: self._update_bar(bar), bar.close)
+            bar.close()
         if self.error is not None:
             raise self.error
         return self.history
-
-    def _update_bar(self, bar):
-        row = self.history.last()
-        if row is None or row["step"] == bar.n:
-            return
-        bar.n = row["step"]
-        post = {"loss": f"{row['train_loss']:.4f}", "tok/s": f"{row['tokens_per_s']:,.0f}"}
-        if self.last_eval and self.last_eval.get("val_loss") is not None:
-            post["val"] = f"{self.last_eval['val_loss']:.4f}"
-        bar.set_postfix(post, refresh=False)
-        bar.update(0)  # redraws at most every mininterval
 
     def update_config(self, **changes) -> None:
         """Change settings between runs; each change takes effect at the next step.
@@ -819,7 +642,8 @@ class Trainer:
         - device and seed belong to the trainer's making: refused, with what to do.
         """
         if self.is_alive:
-            raise TrainerStateError("stop the run before changing its settings")
+            raise TrainerStateError(f"training is {self.state}: stop it before changing its "
+                                    "settings (they apply from the next step)")
         for name, how in (("device", "save, then Trainer.load(path, text, device=...)"),
                           ("seed", "build a new Trainer with seed=...")):
             if name in changes and changes[name] != getattr(self.config, name):
@@ -833,7 +657,7 @@ class Trainer:
         self._check_fit(self.model, self.dataset, config)
         states = self._all_stream_states() if config.grad_accum_steps != old.grad_accum_steps \
             else None
-        self.config = config
+        changed = self._replace_config(config)
         if states is not None:
             self._set_streams(states)
         self._target = config.max_steps
@@ -848,6 +672,18 @@ class Trainer:
                 group["weight_decay"] = config.weight_decay if i == 0 else 0.0
         if config.compile != old.compile:
             self._wire()
+        self._told(changed)
+
+    def _replace_config(self, config: TrainConfig) -> dict:
+        """Make `config` the trainer's; returns {setting: new value} of what changed."""
+        old, self.config = self.config, config
+        return {f.name: getattr(config, f.name) for f in fields(config)
+                if getattr(config, f.name) != getattr(old, f.name)}
+
+    def _told(self, changed: dict) -> None:
+        """The "config" event, once, for the settings that changed (none: no event)."""
+        if changed:
+            self._emit("config", changed)
 
     # ---- checkpoints -------------------------------------------------------------------
 
@@ -859,38 +695,7 @@ class Trainer:
         with self.lock:
             streams = self._all_stream_states()
             # rank 0 writes; every rank returns its path, or raises what stopped it
-            return distributed.on_main(self._write, path, streams)
-
-    def _write(self, path, streams: dict) -> Path:
-        """Rank 0's part of `save`: the file, with every rank's `streams`."""
-        opt = self.optimizer.state_dict()
-        tensors, opt_values = {}, {}
-        for pid, entry in opt["state"].items():
-            for key, value in entry.items():
-                if torch.is_tensor(value):
-                    tensors[f"optim.{pid}.{key}"] = value
-                else:
-                    opt_values[f"{pid}.{key}"] = value
-        for slot, (batches, rng) in streams.items():  # dropout's own state: lmlab.rng
-            tail = f".{slot}" if slot else ""  # slot 0 as one process always saved it
-            tensors["rng.torch" + tail] = rng["cpu"]
-            tensors["rng.batches" + tail] = batches
-            if rng["cuda"] is not None:
-                tensors["rng.cuda" + tail] = rng["cuda"]
-        return checkpoint.save(
-            path, self.model, self.dataset.tokenizer, tensors=tensors,
-            trainer={
-                "config": self.config.to_dict(),
-                "step": self.step_count,
-                "world_size": self.world_size,
-                "tokens_seen": self.tokens_seen,
-                "wall_time": self.wall_time,
-                "param_groups": opt["param_groups"],
-                "optimizer_values": opt_values,
-                "history": self.history.to_json(),
-                "frozen": self.frozen,
-            },
-        )
+            return distributed.on_main(train_checkpoint.write, self, path, streams)
 
     def restore(self, path) -> None:
         """Load a checkpoint written by `save` into this trainer (same model shape).
@@ -903,64 +708,9 @@ class Trainer:
         self._restore(checkpoint.load(path, device=self.device), path)
 
     def _restore(self, ck: checkpoint.Checkpoint, path) -> None:
-        self._run.reset()  # refused while a run is active
-        if ck.model.config != self.model.config:
-            raise CheckpointError(
-                f"{path} holds a model of shape {ck.model.config.to_dict()}, but this trainer's "
-                f"model is {self.model.config.to_dict()}; use Trainer.load(path, dataset) to "
-                "rebuild the model from the checkpoint"
-            )
-        meta = ck.extra.get("trainer")
-        if meta is None:
-            raise CheckpointError(f"{path} holds a model but no trainer state; save it with "
-                                  "trainer.save(path)")
-        if ck.tokenizer is not None and self.dataset.tokenizer.to_dict() != ck.tokenizer.to_dict():
-            raise CheckpointError(
-                f"the dataset's tokenizer is not the one {path} was trained with: even with the "
-                "same vocabulary size its token ids would stand for other text. Pass the text "
-                "instead, Trainer.load(path, text), to tokenize it with the checkpoint's tokenizer")
-        config = replace(TrainConfig.from_dict(meta["config"]), device=self.config.device)
-        slots = config.grad_accum_steps * meta.get("world_size", 1)  # micro-batches a step
-        if slots % self.world_size:
-            raise CheckpointError(
-                f"{path} was trained with {slots} micro-batches of {config.batch_size} a step, "
-                f"which {self.world_size} processes cannot share evenly; resume it on a number "
-                f"of processes that divides {slots}")
-        config = replace(config, grad_accum_steps=slots // self.world_size)
-        self._check_fit(self.model, self.dataset, config)
-        with self.lock:
-            if ck.model is not self.model:
-                self.model.load_state_dict(ck.model.state_dict())
-            self.config = config
-            state: dict = {}
-            for name, value in ck.tensors.items():
-                if name.startswith("optim."):
-                    _, pid, key = name.split(".", 2)
-                    state.setdefault(int(pid), {})[key] = value
-            for name, value in meta["optimizer_values"].items():
-                pid, key = name.split(".", 1)
-                state.setdefault(int(pid), {})[key] = value
-            frozen = set(meta.get("frozen", ()))  # parameters fine-tuning left as they were
-            for name, param in self.model.named_parameters():
-                param.requires_grad_(name not in frozen)
-            self.optimizer = make_optimizer(self.model, self.config, self.device)
-            self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-            # RNG states are CPU byte tensors, whatever device the checkpoint was loaded onto
-            tail = {slot: f".{slot}" if slot else "" for slot in range(slots)}
-            self._set_streams({slot: (ck.tensors["rng.batches" + t], {
-                "cpu": ck.tensors["rng.torch" + t], "cuda": ck.tensors.get("rng.cuda" + t)})
-                for slot, t in tail.items()})
-            self.step_count = meta["step"]
-            self.tokens_seen = meta["tokens_seen"]
-            self.wall_time = meta["wall_time"]
-            self.history = History(meta["history"])
-            self._ddp = None  # DDP hooks the parameters that are trainable when it is built
-            self._wire()
-            self._target = self.config.max_steps
-            self.last_eval = None
-            self.samples.clear()
-            self._snapshot, self._best_loss = None, None
+        changed = train_checkpoint.restore(self, ck, path)
         self._emit("reset", None)
+        self._told(changed)
 
     @classmethod
     def load(cls, path, data, device=None) -> Trainer:
@@ -973,35 +723,4 @@ class Trainer:
     @classmethod
     def from_checkpoint(cls, ck: checkpoint.Checkpoint, path, data, device=None) -> Trainer:
         """`load` for a checkpoint already read (`path` names it in errors)."""
-        from .data import TokenDataset
-
-        meta = ck.extra.get("trainer")
-        if meta is None:
-            raise CheckpointError(f"{path} holds no trainer state; save it with trainer.save(path)")
-        if isinstance(data, str):
-            if ck.tokenizer is None:
-                raise CheckpointError(f"{path} stores no tokenizer; pass a TokenDataset instead "
-                                      "of text")
-            data = TokenDataset(data, ck.tokenizer, block_size=ck.model.config.block_size)
-        dataset = data
-        config = TrainConfig.from_dict(meta["config"])
-        if device is not None:
-            config = replace(config, device=str(device))
-        trainer = cls(ck.model, dataset, config)
-        trainer._restore(ck, path)
-        return trainer
-
-
-PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40": 181e12,
-                   "L4": 121e12, "A10": 125e12, "V100": 125e12, "T4": 65e12}
-
-
-def mfu(model: GPT, tokens_per_s: float, device=None) -> float | None:
-    """Model FLOPs utilisation: achieved training FLOP/s over the GPU's bf16 peak
-    (a table of known GPUs); None on the CPU or an unknown GPU."""
-    device = torch.device(device or model.device)
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
-    return model.flops_per_token() * tokens_per_s / peak if peak else None
+        return train_checkpoint.from_checkpoint(cls, ck, path, data, device)

@@ -130,14 +130,14 @@ def test_live_mode_follows_training(data):
     model = GPT(GPTConfig(vocab_size=data.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=16))
     trainer = Trainer(model, data, device="cpu", batch_size=4, max_steps=6, eval_interval=3,
                       eval_batches=1, warmup_steps=1, learning_rate=1e-2)
-    callbacks = sum(len(v) for v in trainer._callbacks.values())
+    callbacks = trainer.callback_count()
     x = AttentionExplorer(trainer=trainer, text="the lazy dog", every=3)
     before = x.attention.weights.clone()
     trainer.run(progress=False)
     assert "step 6" in x.grid.title
     assert not torch.equal(x.attention.weights, before)
     x.close()
-    assert sum(len(v) for v in trainer._callbacks.values()) == callbacks
+    assert trainer.callback_count() == callbacks
 
 
 def test_two_explorers_are_independent(model, data):

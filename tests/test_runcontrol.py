@@ -131,7 +131,7 @@ def test_methods_that_make_no_sense_raise_clear_errors():
         wait_for(lambda: t.step_count >= 1)
         for call, fragment in ((t.start, "already running"), (t.step, "cannot step by hand"),
                                (t.reset, "cannot reset"), (t.rollback, "cannot roll back"),
-                               (lambda: t.update_config(batch_size=2), "stop the run")):
+                               (lambda: t.update_config(batch_size=2), "stop it before changing")):
             with pytest.raises(TrainerStateError, match=fragment):
                 call()
         t.pause()
@@ -640,10 +640,10 @@ def test_a_refused_rollback_leaves_a_failed_run_as_it_was():
     t.on_step(lambda tr, row: None)
     with torch.no_grad():
         t.model.transformer.wte.weight.fill_(float("nan"))
-    t._snapshot = None
+    t._rollback.snapshot = None
     t.start(driver="thread")
     t.join(10)
-    t._snapshot = None
+    t._rollback.snapshot = None
     assert t.state == "failed"
     with pytest.raises(TrainerStateError, match="no healthy evaluation"):
         t.rollback()
