@@ -24,7 +24,8 @@ from .inspect import capture_attention, logit_lens
 from .model import GPT, GPTConfig, best_device
 from .pretrained import from_pretrained
 from .reading import reading
-from .sampling import Stepper, beam_search, distribution, generate, next_token_distribution, score
+from .sampling import beam_search, distribution, generate, next_token_distribution, score
+from .stepper import Stepper
 from .tokenizers import BPETokenizer, CharTokenizer, GPT2Tokenizer
 from .train import TrainConfig, Trainer
 

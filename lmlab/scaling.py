@@ -307,7 +307,7 @@ def _train_config(train) -> TrainConfig:
 
 def tokens_per_step(cfg: TrainConfig, block_size: int) -> int:
     """Training tokens in one optimizer step: batch_size × grad_accum_steps × block_size."""
-    return cfg.batch_size * cfg.grad_accum_steps * block_size
+    return cfg.tokens_per_step(block_size)
 
 
 def _run_config(base: TrainConfig, tokens: float, block_size: int, i: int) -> TrainConfig:

@@ -474,17 +474,23 @@ class Trainer:
         self._told(changed)
         return s.step
 
+    def check_reset(self, config: GPTConfig | None = None, **changes) -> tuple[GPTConfig, object]:
+        """What `reset(config, **changes)` would build, (model shape, dataset), or the error
+        it would raise, without changing anything (a view asks before it stops a run)."""
+        shape = (config or self.model.config).replace(**changes)
+        dataset = self.dataset
+        if shape.block_size != self.model.config.block_size:  # a new context: re-cut the text
+            dataset = dataset.with_block_size(shape.block_size)
+        self._check_fit(SimpleNamespace(config=shape), dataset, self.config)
+        return shape, dataset
+
     def reset(self, config: GPTConfig | None = None, **changes) -> None:
         """Start again on this same trainer: fresh weights (a model of `config`, or of
         this model's shape with `changes`, e.g. n_layer=2), a fresh optimiser, step 0,
         history, samples and rollback point cleared. The training settings stay. The
         model object is kept when its shape does not change."""
         self._run._check_ended("reset")
-        shape = (config or self.model.config).replace(**changes)
-        dataset = self.dataset
-        if shape.block_size != self.model.config.block_size:  # a new context: re-cut the text
-            dataset = dataset.with_block_size(shape.block_size)
-        self._check_fit(SimpleNamespace(config=shape), dataset, self.config)  # before any change
+        shape, dataset = self.check_reset(config, **changes)  # before any change
         self._run.reset()
         changed = {}
         if self._pinned_decay:  # a fresh run: the schedule spans max_steps again
@@ -566,8 +572,7 @@ class Trainer:
         if self.step_count >= target:
             raise TrainerStateError(
                 f"already at step {self.step_count} of max_steps={self.config.max_steps}: raise "
-                "max_steps to train on (trainer.update_config(max_steps=...)), pass steps=N, or "
-                "reset"
+                "max_steps to train on, or reset (or run steps=N more)"
             )
         self._keep_starting_point()
         self._target = target

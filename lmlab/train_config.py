@@ -54,17 +54,16 @@ class TrainConfig(Checked):
             raise ConfigError(f"warmup_steps={self.warmup_steps!r} must be an integer >= 0")
         if self.lr_decay_steps is not None:
             positive_int("lr_decay_steps")
-        for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip", "momentum"):
+        lr = self.learning_rate
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr <= 10:
+            raise ConfigError(f"learning_rate={lr!r} must be in (0, 10]; 1e-3 suits small models "
+                              "with AdamW")
+        for name in ("min_lr", "weight_decay", "grad_clip", "momentum"):
             v = getattr(self, name)
             if v is None and name == "min_lr":
                 continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ConfigError(f"{name}={v!r} must be a finite number >= 0")
-        if self.learning_rate <= 0 or self.learning_rate > 10:
-            raise ConfigError(
-                f"learning_rate={self.learning_rate!r} must be in (0, 10]; "
-                "1e-3 suits small models with AdamW"
-            )
         if self.min_lr is not None and self.min_lr > self.learning_rate:
             raise ConfigError(f"min_lr={self.min_lr} is above learning_rate={self.learning_rate}; "
                               "min_lr is where the cosine schedule ends (e.g. learning_rate / 10)")
@@ -85,6 +84,11 @@ class TrainConfig(Checked):
         if "betas" in data:
             data["betas"] = tuple(data["betas"])
         return cls(**data)
+
+    def tokens_per_step(self, block_size: int, processes: int = 1) -> int:
+        """Training tokens in one optimizer step: batch_size x grad_accum_steps x
+        block_size, in each of `processes`."""
+        return self.batch_size * self.grad_accum_steps * block_size * processes
 
     @property
     def final_lr(self) -> float:

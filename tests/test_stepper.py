@@ -13,7 +13,8 @@ from torch.nn import functional as F
 
 from lmlab import GPT, CharTokenizer, ConfigError, GPTConfig, TokenizerError
 from lmlab.reading import model_lock
-from lmlab.sampling import Stepper, beam_search, distribution, generate, score
+from lmlab.sampling import beam_search, distribution, generate, score
+from lmlab.stepper import Stepper
 
 TOK = CharTokenizer.fit("abcdefgh \n")
 BLOCK = 16

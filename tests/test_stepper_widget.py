@@ -159,13 +159,33 @@ def test_the_bars_are_the_likeliest_tokens_of_the_whole_distribution(model, tok,
 def test_a_chips_alternatives_are_worked_out_once(model, tok, monkeypatch):
     w = SamplingStepper(model, tok, "the ", seed=3)
     w.step()
-    import lmlab.sampling as sampling
+    import lmlab.stepper as stepper
 
     calls = []
-    real = sampling.largest
-    monkeypatch.setattr(sampling, "largest", lambda *a: calls.append(1) or real(*a))
+    real = stepper.largest
+    monkeypatch.setattr(stepper, "largest", lambda *a: calls.append(1) or real(*a))
     first = w.chips.chips[-1]["alternatives"]
     w.step()
     w.step()
     assert len(calls) == 2  # one for each new chip, none for the chips drawn before
     assert w.chips.chips[4]["alternatives"] == first
+
+
+def test_the_stepper_owns_its_settings_and_the_sliders_mirror_them(model, tok):
+    """A setting changed on the stepper in a cell shows on its slider and survives a move of
+    another slider (the sliders were re-applied all together before, undoing it); Greedy
+    changes no setting, so nothing is saved and put back behind the sliders."""
+    w = SamplingStepper(model, tok, "the ", seed=3, temperature=0.8)
+    changes = []
+    w.stepper.on_settings(lambda s: changes.append((s.temperature, s.top_k, s.top_p)))
+    w.stepper.set(temperature=0.3)
+    assert w.temperature.value == 0.3
+    w.top_k.value = 5  # another slider: the cell's temperature stays
+    assert (w.stepper.temperature, w.stepper.top_k) == (0.3, 5)
+    assert changes == [(0.3, None, None), (0.3, 5, None)]
+    w.greedy_button.click()
+    assert changes == [(0.3, None, None), (0.3, 5, None)]  # no setting touched
+    assert w.stepper.new_ids == [s.id for s in Stepper(model, tok, "the ", temperature=0).run(
+        len(w.stepper.steps))]
+    w.top_p.value = 1.0  # already off: nothing changes
+    assert len(changes) == 2

@@ -26,7 +26,8 @@ def make_trainer(max_steps=100_000, **kw):
     ds = TokenDataset(TEXT, block_size=16)
     model = GPT(GPTConfig(vocab_size=ds.vocab_size, block_size=16, n_layer=1, n_head=2,
                           n_embd=16))
-    return Trainer(model, ds, device="cpu", batch_size=4, max_steps=max_steps,
+    kw = {"batch_size": 4, **kw}
+    return Trainer(model, ds, device="cpu", max_steps=max_steps,
                    eval_interval=20, eval_batches=2, warmup_steps=2, **kw)
 
 
@@ -85,26 +86,31 @@ def test_step_and_reset(dash):
 
 
 def test_invalid_input_shows_an_error_and_the_widget_stays_usable(dash):
+    t = dash.trainer
     dash.lr_input.value = "fast"
     assert "learning rate 'fast' is not a number" in dash.error.value
-    dash.start_button.click()  # refused with the same message, nothing started
-    assert dash.trainer.state == "idle" and "not a number" in dash.error.value
-    dash.lr_input.value = "-3"
-    assert "learning rate -3 must be above 0" in dash.error.value
+    assert dash.lr_input.value == "0.001" and t.config.learning_rate == 0.001  # the box shows the setting
+    dash.lr_input.value = "-3"  # the engine's rule, said in the dashboard's words
+    assert "learning rate -3.0 must be in (0, 10]" in dash.error.value
     assert "learning_rate" not in dash.error.value  # the words on screen, not code names
+    assert dash.lr_input.value == "0.001"
+    dash.batch_input.value = "100000"  # the trainer's own check of the text's length
+    assert "less than one batch (batch size 100000" in dash.error.value
+    assert t.config.batch_size == 4 and dash.batch_input.value == "4"
     dash.heads_input.value = 3  # 16 wide is not divisible by 3 heads
     dash.reset_button.click()
     assert "width 16 is not divisible by heads 3" in dash.error.value
     dash.heads_input.value = 2
     dash.lr_input.value = "0.00002"  # below the old fixed min_lr of 1e-4: accepted now
     assert dash.error.value == ""
-    assert dash.trainer.config.learning_rate == 0.00002
-    assert dash.trainer.config.final_lr == pytest.approx(0.000002)
+    assert t.config.learning_rate == 0.00002
+    assert t.config.final_lr == pytest.approx(0.000002)
     dash.start_button.click()
-    wait_for(lambda: dash.trainer.step_count >= 3)
-    dash.batch_input.value = "8"  # while running: said in the dashboard's words
-    assert "the new batch size applies at the next Start" in dash.error.value
+    wait_for(lambda: t.step_count >= 3)
+    dash.batch_input.value = "8"  # while running: refused by the trainer, said in the dashboard's words
+    assert "training is running: stop it before changing its settings" in dash.error.value
     assert "str:" not in dash.error.value and "update_config" not in dash.error.value
+    assert dash.batch_input.value == "4" and t.config.batch_size == 4
     dash.stop_button.click()
     assert dash.error.value == ""  # the stale error cleared with the change of state
 
@@ -308,8 +314,8 @@ def test_reset_checks_the_new_model_before_stopping_the_run(dash):
     dash.width_input.value = 16
     dash.context_input.value = 4000
     dash.reset_button.click()
-    assert "context 4000 with batch size 4 needs more text" in dash.error.value
-    assert "batch_size" not in dash.error.value and dash.trainer.is_alive
+    assert "fewer than one block of 4000 + 1; pick a shorter context" in dash.error.value
+    assert dash.trainer.is_alive
     dash.stop_button.click()
 
 
@@ -334,3 +340,78 @@ def test_run_comparison_redraws_a_trainers_replaced_history(tmp_path):
     assert drawn["x"] == [1, 2, 3, 4, 5]
     smoothed, _ = smooth(t.history.column("train_loss"))
     assert drawn["y"] == pytest.approx(smoothed, rel=1e-5)
+
+
+@pytest.mark.parametrize("press", ["start", "step"])
+@pytest.mark.parametrize("change", ["update_config", "restore", "rollback"])
+def test_a_setting_changed_outside_the_dashboard_survives_its_buttons(tmp_path, change, press):
+    """The trainer owns its settings: a change made in a cell (or by restore, rollback) is
+    what Start and Step train with, and the boxes show it (the boxes were re-applied on
+    Start and Step before, undoing it)."""
+    t = make_trainer(learning_rate=1e-3, max_steps=40)
+    dash = TrainingDashboard(t, sample_every=0, refresh=0.05)
+    if change == "update_config":
+        t.update_config(learning_rate=3e-4, batch_size=3, max_steps=30)
+        expect = (3e-4, 3, 30)
+    elif change == "restore":
+        other = make_trainer(learning_rate=3e-4, max_steps=30, batch_size=3)
+        other.step()
+        other.save(tmp_path / "ck.safetensors")
+        t.restore(tmp_path / "ck.safetensors")
+        expect = (3e-4, 3, 30)
+    else:
+        t.update_config(learning_rate=3e-4)
+        t.run(20, progress=False)  # an evaluation at step 20, trained at 3e-4
+        t.update_config(learning_rate=5.0, batch_size=3)
+        t.rollback()
+        expect = (3e-4, 3, 40)  # the rate of that step; the batch size stays
+    assert (dash.lr_input.value, dash.batch_input.value, dash.steps_input.value) == \
+        tuple(str(v) for v in expect)
+    (dash.start_button if press == "start" else dash.step_button).click()
+    t.stop()
+    assert (t.config.learning_rate, t.config.batch_size, t.config.max_steps) == expect
+    assert t.history.last()["lr"] <= expect[0]
+    assert (dash.lr_input.value, dash.batch_input.value, dash.steps_input.value) == \
+        tuple(str(v) for v in expect)
+    assert dash.error.value == ""
+
+
+def test_the_trainer_tells_one_config_event_with_what_changed():
+    t = make_trainer()
+    seen = []
+    t.on("config", lambda trainer, changed: seen.append(changed))
+    t.update_config(learning_rate=2e-3, batch_size=4)  # batch_size as it was
+    t.update_config(batch_size=4)  # nothing changes: no event
+    t.set_sampling(every=7)
+    assert seen[0] == {"learning_rate": 2e-3}
+    assert len(seen) == 2 and seen[1]["sampling"].every == 7
+
+
+def test_dashboard_edits_go_to_the_trainer_and_mirror_back():
+    t = make_trainer()
+    dash = TrainingDashboard(t, sample_every=0, refresh=0.05)
+    seen = []
+    t.on("config", lambda trainer, changed: seen.append(changed))
+    dash.lr_input.value = "0.002"
+    assert t.config.learning_rate == 0.002 and seen == [{"learning_rate": 0.002}]
+    dash.sample_every_input.value = "9"
+    assert t.sampling.every == 9
+    t.set_sampling(prompt="fox ")
+    assert dash.prompt_input.value == "fox " and dash.sample_every_input.value == "9"
+
+
+def test_the_eta_counts_every_micro_batch_of_a_step():
+    """With grad_accum_steps=4 a step trains on 4 micro-batches: the ETA is the steps left
+    times the time a step took (the rows' own tokens/s), not a quarter of it."""
+    t = make_trainer(grad_accum_steps=4)
+    dash = TrainingDashboard(t, sample_every=0, refresh=0.05)
+    for _ in range(10):
+        dash.step_button.click()
+    rows = t.history.rows()
+    per_step = t.config.batch_size * t.config.grad_accum_steps * t.dataset.block_size
+    seconds = sum(per_step / r["tokens_per_s"] for r in rows[-20:]) / len(rows[-20:])
+    eta = dash.stats.value.split("ETA ")[1].split("<")[0]
+    minutes, secs = eta.split(":")
+    shown = int(minutes) * 60 + int(secs)
+    expected = (t.config.max_steps - t.step_count) * seconds  # minutes: 4x what the old ETA said
+    assert expected > 60 and abs(shown - expected) <= 0.2 * expected, (shown, expected)

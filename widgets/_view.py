@@ -19,6 +19,7 @@ so views that are looked into, such as the explorer, keep their first snapshot),
 from __future__ import annotations
 
 import html
+import re
 import threading
 import time
 import uuid
@@ -251,3 +252,12 @@ def message_html(message: str, kind: str) -> str:
     colour = "#345" if kind == "notice" else "#c00"
     return (f'<div class="lmlab-message lmlab-{kind}" style="color:{colour};white-space:pre-wrap">'
             f'{html.escape(message, quote=False)}</div>')
+
+
+def in_words(message: str, words: dict[str, str]) -> str:
+    """The engine's `message` with its setting names said as a view labels them:
+    `learning_rate=0.5` becomes `learning rate 0.5`, `batch_size` becomes `batch size`."""
+    for name, label in words.items():
+        message = re.sub(rf"\b{name}=", f"{label} ", message)
+        message = re.sub(rf"\b{name}\b", label, message)
+    return message

@@ -13,10 +13,14 @@ from lmlab.history import downsample, smooth
 from lmlab.model import PRESETS
 from lmlab.train import Trainer
 
-from ._view import REFRESH_S, TrainerView, message_html
+from ._view import REFRESH_S, TrainerView, in_words, message_html
 from .chart import LineChart, line
 
 MAX_POINTS = 1000  # per curve, however long the run
+# the engine's setting names as the boxes label them (errors are shown in these words)
+WORDS = {"learning_rate": "learning rate", "batch_size": "batch size", "max_steps": "max steps",
+         "n_layer": "layers", "n_head": "heads", "n_embd": "width", "block_size": "context",
+         "every": "sample every"}
 BLOCKING_TIP = ("training runs in this cell (dashboard.run()), which blocks the kernel: stop it "
                 "with the kernel's interrupt (the ■ button, or I I)")
 
@@ -104,6 +108,7 @@ class TrainingDashboard(TrainerView, W.VBox):
         self.trainer = trainer
         self.curves = LossCurves(max_points)
         self._last_state = None
+        self._mirroring = False
         cfg = trainer.config
 
         self.start_button = _button("Start", "play", "lmlab-start",
@@ -195,6 +200,7 @@ class TrainingDashboard(TrainerView, W.VBox):
         self._watch(trainer, "end", "_on_end")
         self._watch(trainer, "error", "_on_failure")
         self._watch(trainer, "reset", "_on_trainer_reset")
+        self._watch(trainer, "config", "_on_config")
         self._draw_samples()
         self.redraw(force=True)
 
@@ -252,76 +258,91 @@ class TrainingDashboard(TrainerView, W.VBox):
 
     # ---- settings ---------------------------------------------------------------------------
 
-    def _read(self, box, kind, low, high, example):
-        text = box.value.strip()
-        word = "a number" if kind is float else "a whole number"
-        try:
-            value = kind(text)
-        except ValueError:
-            raise LmlabError(f"{box.description} {text!r} is not {word}; type e.g. {example}") \
-                from None
-        if not (low < value <= high):
-            bound = f"at most {high:g}" if high != math.inf else ""
-            raise LmlabError(f"{box.description} {text} must be above {low:g}"
-                             f"{' and ' + bound if bound else ''}; type e.g. {example}")
-        return value
+    def _settings(self):
+        """(box, setting, type, example) of each training setting the dashboard shows."""
+        return ((self.lr_input, "learning_rate", float, 0.001),
+                (self.batch_input, "batch_size", int, 12),
+                (self.steps_input, "max_steps", int, 2000))
 
-    def _apply_settings(self):
-        """Read the setting boxes into the trainer's config; raise a clear error if bad."""
-        t = self.trainer
-        lr = self._read(self.lr_input, float, 0, 10, 0.001)
-        batch = self._read(self.batch_input, int, 0, math.inf, 12)
-        steps = self._read(self.steps_input, int, 0, math.inf, 2000)
-        need = batch * t.dataset.block_size + 1
-        if need > len(t.dataset.train_ids):
-            raise LmlabError(f"batch size {batch} needs {need:,} tokens of text a step, more than the "
-                             f"{len(t.dataset.train_ids):,} the training text has; type a smaller "
-                             "batch size")
-        changes = {k: v for k, v in (("learning_rate", lr), ("batch_size", batch),
-                                     ("max_steps", steps)) if getattr(t.config, k) != v}
-        if "learning_rate" in changes:
-            changes["min_lr"] = None  # the schedule ends at a tenth of the typed rate
-        if changes:
-            t.update_config(**changes)
-
-    def _on_setting(self, change):
-        if self.trainer.is_alive:
-            self.show_error(f"training is {self.trainer.state}: the new "
-                            f"{change['owner'].description} applies at the next Start (press "
-                            "Stop, then Start)")
-            return
-        self._apply_settings()
-        self.clear_error()
+    def _on_config(self, trainer, changed):
+        """The trainer's settings changed (from a cell, a restore, a rollback, this view):
+        the boxes show them."""
+        self._mirror()
         self.redraw(force=True)
 
-    def _on_sampling(self, change):
-        every = self.sample_every_input.value.strip()
-        if not every.isdigit():
-            raise LmlabError(f"sample every {every!r} must be a whole number of steps (0: never)")
+    def _mirror(self):
+        """Every box shows the trainer's value: the trainer is the one owner of a setting."""
+        t = self.trainer
+        self._mirroring = True
         try:
-            self.trainer.set_sampling(prompt=self.prompt_input.value, every=int(every))
+            for box, name, _, _ in self._settings():
+                box.value = str(getattr(t.config, name))
+            self.sample_every_input.value = str(t.sampling.every)
+            self.prompt_input.value = t.sampling.prompt
+        finally:
+            self._mirroring = False
+
+    def _on_setting(self, change):
+        """An edit goes straight to `update_config`; what it refuses is shown in the
+        engine's words (said as the boxes say them) and the box shows the setting again."""
+        if self._mirroring:
+            return
+        box, name, kind, example = next(s for s in self._settings() if s[0] is change["owner"])
+        text = box.value.strip()
+        try:
+            try:
+                value = kind(text)
+            except ValueError:
+                word = "a number" if kind is float else "a whole number"
+                raise LmlabError(f"{box.description} {text!r} is not {word}; type e.g. {example}") \
+                    from None
+            if value == getattr(self.trainer.config, name):
+                return
+            changes = {name: value}
+            if name == "learning_rate":
+                changes["min_lr"] = None  # the schedule ends at a tenth of the typed rate
+            self.trainer.update_config(**changes)
         except LmlabError as e:
-            raise LmlabError(f"prompt {self.prompt_input.value!r}: {e}") from None
+            self._mirror()
+            raise LmlabError(in_words(str(e), WORDS)) from None
+        self.clear_error()
+
+    def _on_sampling(self, change):
+        if self._mirroring:
+            return
+        every = self.sample_every_input.value.strip()
+        try:
+            if not every.isdigit():
+                raise LmlabError(f"sample every {every!r} must be a whole number of steps (0: never)")
+            try:
+                self.trainer.set_sampling(prompt=self.prompt_input.value, every=int(every))
+            except LmlabError as e:
+                raise LmlabError(f"prompt {self.prompt_input.value!r}: {in_words(str(e), WORDS)}") \
+                    from None
+        except LmlabError:
+            self._mirror()
+            raise
         self.clear_error()
         self._draw_samples()
 
     # ---- buttons ------------------------------------------------------------------------------
 
-    def _check_steps_left(self):
-        t = self.trainer
-        if t.step_count >= t.config.max_steps:
-            raise LmlabError(f"max steps {t.config.max_steps} is reached (step {t.step_count}): "
-                             "raise max steps to train on, or press Reset")
+    def _engine(self, call, *args, **kwargs):
+        """`call(...)`, its refusal said in the dashboard's words."""
+        try:
+            return call(*args, **kwargs)
+        except LmlabError as e:
+            if isinstance(e, TrainingError):
+                raise
+            raise LmlabError(in_words(str(e), WORDS)) from None
 
     def _on_start(self, _=None):
-        self._apply_settings()
-        self._check_steps_left()
         self.clear_error()
-        self.trainer.start()
+        self._engine(self.trainer.start)
         self.redraw(force=True)
 
     def _on_pause(self, _=None):
-        if self.trainer.state in ("paused", "pausing"):
+        if self.trainer.can_resume:
             self.trainer.resume()
         else:
             self.trainer.pause()
@@ -332,14 +353,9 @@ class TrainingDashboard(TrainerView, W.VBox):
         self.redraw(force=True)
 
     def _on_step_once(self, _=None):
-        if self.trainer.state in ("running", "pausing", "stopping"):
-            raise LmlabError("Step works when training is paused, stopped or finished; press "
-                             "Pause first")
-        if not self.trainer.is_alive:
-            self._apply_settings()
         self.clear_error()
         try:
-            self.trainer.step()
+            self._engine(self.trainer.step)
         except TrainingError as e:
             raise LmlabError(self._failure_message(e)) from None
         finally:
@@ -348,29 +364,20 @@ class TrainingDashboard(TrainerView, W.VBox):
     def _on_back(self, _=None):
         if self.trainer.is_alive:
             raise LmlabError("press Stop first: going back replaces the weights being trained")
-        self.trainer.rollback()
-        self.lr_input.value = str(self.trainer.config.learning_rate)  # the rate of that step
+        self.trainer.rollback()  # its "config" event shows the rate of that step in the box
         self.clear_error()
         self.redraw(force=True)
 
     def _on_reset(self, _=None):
-        """Fresh weights with the model settings shown, same training settings, same trainer."""
+        """Fresh weights with the model settings shown, same training settings, same trainer.
+        The trainer checks the new model first, so a bad one leaves a run going."""
         t = self.trainer
-        layers, heads = self.layers_input.value, self.heads_input.value
-        width, context = self.width_input.value, self.context_input.value
-        if width % heads:
-            raise LmlabError(f"width {width} is not divisible by heads {heads}; pick a width that "
-                             f"is a multiple of heads (e.g. {max(heads, width // heads * heads)})")
-        batch = self._read(self.batch_input, int, 0, math.inf, 12)
-        text = min(len(t.dataset.train_ids), len(t.dataset.val_ids) or math.inf)
-        if context + 1 > text or batch * context + 1 > len(t.dataset.train_ids):
-            raise LmlabError(f"context {context} with batch size {batch} needs more text than the "
-                             f"training text has ({len(t.dataset.train_ids):,} tokens); pick a "
-                             "shorter context or a smaller batch size")
-        if t.is_alive:  # only once the new settings are known to be good
+        shape = dict(n_layer=self.layers_input.value, n_head=self.heads_input.value,
+                     n_embd=self.width_input.value, block_size=self.context_input.value)
+        self._engine(t.check_reset, **shape)
+        if t.can_stop:
             t.stop()
-        t.reset(n_layer=layers, n_head=heads, n_embd=width, block_size=context)
-        self._apply_settings()
+        self._engine(t.reset, **shape)
         self.clear_error()
         self.redraw(force=True)
 
@@ -392,19 +399,19 @@ class TrainingDashboard(TrainerView, W.VBox):
             self.clear_error(keep_view_errors=True)  # a stale error goes when the state changes
         self._last_state = state
         blocking = t.is_alive and t.driver == "blocking"
-        paused = state in ("paused", "pausing")
+        paused = t.can_resume
         self.pause_button.description = "Resume" if paused else "Pause"
         self.pause_button.icon = "play" if paused else "pause"
-        self.pause_button.disabled = blocking or state not in ("running", "pausing", "paused")
-        self.stop_button.disabled = blocking or not t.is_alive
-        self.start_button.disabled = blocking or t.is_alive
-        self.step_button.disabled = blocking or state in ("running", "pausing", "stopping")
+        self.pause_button.disabled = blocking or not (t.can_pause or t.can_resume)
+        self.stop_button.disabled = blocking or not t.can_stop
+        self.start_button.disabled = blocking or not t.can_start
+        self.step_button.disabled = blocking or not t.can_step
         self.reset_button.disabled = blocking
         point = t.rollback_point
         self.back_button.description = self._back_label()
-        useful = point and (point[0] < t.step_count or state == "failed")
+        useful = point and (point[0] < t.step_count or t.error is not None)
         self.back_button.layout.display = "" if useful else "none"
-        self.back_button.disabled = blocking or t.is_alive
+        self.back_button.disabled = blocking or not t.can_change
         for button in self._controls():
             button.tooltip = BLOCKING_TIP if blocking else self._tips[button.description.split()[0]]
         shown = "training in this cell" if blocking else state
@@ -451,7 +458,7 @@ class TrainingDashboard(TrainerView, W.VBox):
             return
         recent = [r["tokens_per_s"] for r in self.curves.rows[-20:]]
         tps = len(recent) / sum(1 / v for v in recent)  # harmonic mean: tokens over time
-        tokens_left = (total - step) * t.config.batch_size * t.dataset.block_size
+        tokens_left = (total - step) * t.config.tokens_per_step(t.dataset.block_size, t.world_size)
         eta = tokens_left / tps if step < total else 0
         val = t.last_eval["val_loss"] if t.last_eval else None
         parts = [f"loss {last['train_loss']:.4f}",
@@ -473,8 +480,6 @@ class TrainingDashboard(TrainerView, W.VBox):
         """Train until done in this cell, blocking, with the same live view (scripts,
         notebook tests). The kernel reads no clicks meanwhile, so the buttons show as
         inactive; the kernel's interrupt stops training after the step in progress."""
-        self._apply_settings()
-        self._check_steps_left()
         self.clear_error()
         self._last_draw = 0.0  # the first step redraws: the buttons show as inactive at once
         try:

@@ -18,7 +18,7 @@ import anywidget
 import ipywidgets as W
 import traitlets
 
-from lmlab.sampling import Stepper
+from lmlab.stepper import Stepper
 
 from ._view import TrainerView, message_html
 
@@ -132,8 +132,12 @@ class SamplingStepper(TrainerView, W.VBox):
         self.greedy_button.on_click(self.guarded(lambda _: self.greedy()))
         self.branch_button.on_click(self.guarded(lambda _: self.show_branch()))
         self.prompt_box.observe(self.guarded(lambda c: self.reset(c["new"])), "value")
-        for box in (self.temperature, self.top_k, self.top_p):
-            box.observe(self.guarded(lambda _: self._refilter()), "value")
+        self._mirroring = False
+        for box, setting in ((self.temperature, "temperature"), (self.top_k, "top_k"),
+                             (self.top_p, "top_p")):
+            box.observe(self.guarded(lambda c, setting=setting: self._refilter(setting, c["new"])),
+                        "value")
+        self.stepper.on_settings(self._mirror)
         self.candidates.observe(self.guarded(lambda _: self._draw_bars()), "value")
         self.seed.observe(self.guarded(lambda c: self._reseed(c["new"])), "value")
         self.speed.observe(lambda c: setattr(self.play, "interval", c["new"]), "value")
@@ -169,12 +173,8 @@ class SamplingStepper(TrainerView, W.VBox):
         self._draw()
 
     def greedy(self, tokens: int = GREEDY_TOKENS) -> None:
-        settings = self.stepper.temperature, self.stepper.top_k, self.stepper.top_p
-        self.stepper.set(temperature=0)
-        try:
-            self.stepper.run(tokens)
-        finally:
-            self.stepper.set(temperature=settings[0], top_k=settings[1], top_p=settings[2])
+        """The most likely token, `tokens` times; the settings stay as the sliders show them."""
+        self.stepper.greedy(tokens)
         self._draw()
 
     def show_branch(self) -> None:
@@ -192,9 +192,26 @@ class SamplingStepper(TrainerView, W.VBox):
         self.stepper.seed = seed
         self.reset()
 
-    def _refilter(self) -> None:
-        self.stepper.set(temperature=self.temperature.value, top_k=self.top_k.value or None,
-                         top_p=None if self.top_p.value >= 1 else self.top_p.value)
+    def _refilter(self, setting: str, value) -> None:
+        """A slider moved: that one setting goes to the stepper (0 turns top-k off, 1 top-p)."""
+        if self._mirroring:
+            return
+        if setting == "top_k":
+            value = value or None
+        elif setting == "top_p":
+            value = None if value >= 1 else value
+        self.stepper.set(**{setting: value})  # a change comes back through _mirror, which redraws
+
+    def _mirror(self, stepper) -> None:
+        """The stepper's settings changed (a slider, or `stepper.set` in a cell): the
+        sliders show them."""
+        self._mirroring = True
+        try:
+            self.temperature.value = stepper.temperature
+            self.top_k.value = stepper.top_k or 0
+            self.top_p.value = 1.0 if stepper.top_p is None else stepper.top_p
+        finally:
+            self._mirroring = False
         self._draw_bars()
 
     # ---- drawing --------------------------------------------------------------------------

@@ -11,7 +11,8 @@ import torch
 
 from ..model import GPT, GPTConfig
 from ..reading import reading
-from ..sampling import Stepper, filter_probs, generate
+from ..sampling import filter_probs, generate
+from ..stepper import Stepper
 from . import interleaved, rates, report
 from .peers import hf_twin
 
