@@ -20,7 +20,7 @@ from .errors import (
     TrainingError,
 )
 from .finetune import finetune, from_scratch
-from .inspect import capture_attention, logit_lens
+from .interpret import capture_attention, logit_lens
 from .model import GPT, GPTConfig, best_device
 from .pretrained import from_pretrained
 from .reading import reading

@@ -1,7 +1,7 @@
 """What reading any causal LM takes: lmlab's `GPT` or a Hugging Face causal LM (e.g.
 `transformers.GPT2LMHeadModel`). Its context length, its device, token ids checked
 against its vocabulary, and display strings of ids, in one place for the views'
-engines (`lmlab.inspect`, `lmlab.sampling`)."""
+engines (`lmlab.interpret`, `lmlab.sampling`)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from . import inspect as lens
+from . import interpret
 from .adapt import context_length, display, token_ids
 from .errors import ConfigError
 from .hooks import hooks
@@ -44,7 +44,7 @@ class Pass:
     logits: torch.Tensor  # float32 [T, V]
     attention: torch.Tensor | None  # float16 [L, H, T, T], query rows, key columns (None: ablated passes)
     streams: torch.Tensor | None  # float32 [L + 1, T, C], before the final norm (None: ablated passes)
-    summary: lens.HeadTable | None = None  # scores of each head, from the float32 attention
+    summary: interpret.HeadTable | None = None  # scores of each head, from the float32 attention
 
     @property
     def nbytes(self) -> int:
@@ -58,15 +58,15 @@ class Pass:
         return float(F.cross_entropy(self.logits[:-1], torch.tensor(self.ids[1:])))
 
     def predictions(self, position: int, tokenizer, k: int = 10):
-        """The k likeliest next tokens after ids[:position + 1] (`inspect.top_predictions`)."""
+        """The k likeliest next tokens after ids[:position + 1] (`interpret.top_predictions`)."""
         if not 0 <= position < len(self.ids):
             raise ConfigError(f"position={position} is outside the text's {len(self.ids)} tokens "
                               f"(0..{len(self.ids) - 1})")
-        return lens.top_predictions(self.logits[position], tokenizer, k)
+        return interpret.top_predictions(self.logits[position], tokenizer, k)
 
-    def attention_view(self) -> lens.Attention:
-        """The attention as an `inspect.Attention` (float16 weights)."""
-        return lens.Attention(self.attention, self.tokens, self.ids)
+    def attention_view(self) -> interpret.Attention:
+        """The attention as an `interpret.Attention` (float16 weights)."""
+        return interpret.Attention(self.attention, self.tokens, self.ids)
 
 
 class _Store:
@@ -116,12 +116,12 @@ def run_pass(model, ids: list[int], tokenizer=None) -> Pass:
     with reading(model):
         version = weights_version(model)
         idx = torch.tensor([ids], device=next(model.parameters()).device)
-        logits, attention, streams = lens.read_pass(model, idx)
+        logits, attention, streams = interpret.read_pass(model, idx)
         calls["passes"] += 1
-    weights = lens.Attention(attention, [], ids)
+    weights = interpret.Attention(attention, [], ids)
     return Pass(ids=ids, tokens=[display(tokenizer)(i) for i in ids], version=version,
                 logits=logits.float().cpu(), attention=attention.half(),
-                streams=torch.cat([s.float().cpu() for s in streams]), summary=lens.head_summary(weights))
+                streams=torch.cat([s.float().cpu() for s in streams]), summary=interpret.head_summary(weights))
 
 
 def cached_pass(model, text_or_ids, tokenizer=None) -> Pass:
@@ -137,12 +137,12 @@ def cached_pass(model, text_or_ids, tokenizer=None) -> Pass:
 
 
 def cached_ablation(model, ids: list[int], heads, mode: str = "zero") -> Pass:
-    """The pass of `ids` with `heads` knocked out (`inspect.ablate`): its logits only (no
+    """The pass of `ids` with `heads` knocked out (`interpret.ablate`): its logits only (no
     attention or streams kept), run once per weights version, text, heads and mode. Where
     the text's own pass is kept, the ablated one starts from its residual stream at the
     first layer knocked out (`GPT.forward(start_at_layer=...)`): the blocks before it
     compute what they computed then."""
-    fwd_hooks = lens.ablation_hooks(model, heads, mode)  # checks the heads and the mode
+    fwd_hooks = interpret.ablation_hooks(model, heads, mode)  # checks the heads and the mode
     store = _store(model)
     heads = tuple(sorted((int(layer), int(head)) for layer, head in _pairs(heads)))
     found = store.get(("ablated", weights_version(model), tuple(ids), heads, mode))
@@ -170,11 +170,11 @@ def _pairs(heads):
 
 
 def cached_induction(model) -> torch.Tensor:
-    """`inspect.induction_scores(model)` [L, H], computed once per weights version."""
+    """`interpret.induction_scores(model)` [L, H], computed once per weights version."""
     store = _store(model)
     version = weights_version(model)
     if store.induction is None or store.induction[0] != version:
-        store.induction = (version, lens.induction_scores(model))
+        store.induction = (version, interpret.induction_scores(model))
         calls["induction"] += 1
     return store.induction[1]
 

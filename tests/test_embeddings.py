@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from lmlab import ConfigError  # noqa: E402
-from lmlab import inspect as lens  # noqa: E402
+from lmlab import interpret  # noqa: E402
 from lmlab.train import TrainConfig, Trainer  # noqa: E402
 from lmlab.widgets.embeddings import EmbeddingMap, character_class  # noqa: E402
 
@@ -39,7 +39,7 @@ def trace_points(widget) -> list[str]:
 
 @pytest.mark.parametrize("dims", [2, 3])
 def test_projection_is_the_centred_matrix_on_its_top_singular_vectors(model, data, dims):
-    p = lens.embedding_projection(model, data.tokenizer, "tokens", dims)
+    p = interpret.embedding_projection(model, data.tokenizer, "tokens", dims)
     assert torch.equal(p.matrix, model.transformer.wte.weight.detach())
     coords, components, variances = reference_pca(p.matrix, dims)
     assert p.coords.shape == (data.vocab_size, dims) and p.components.shape == (dims, 16)
@@ -52,38 +52,38 @@ def test_projection_is_the_centred_matrix_on_its_top_singular_vectors(model, dat
 
 def test_each_components_largest_loading_is_positive(model, data):
     for which in ("tokens", "positions"):
-        components = lens.embedding_projection(model, data.tokenizer, which, 3).components
+        components = interpret.embedding_projection(model, data.tokenizer, which, 3).components
         largest = components.gather(1, components.abs().argmax(1, keepdim=True))
         assert (largest > 0).all()
         model.transformer.wte.weight.data.neg_()  # the same directions, read the other way
         model.transformer.wpe.weight.data.neg_()
-        again = lens.embedding_projection(model, data.tokenizer, which, 3)
+        again = interpret.embedding_projection(model, data.tokenizer, which, 3)
         assert torch.allclose(again.components, components, atol=1e-6)
 
 
 def test_explained_variance_is_the_share_of_each_component(model, data):
-    p = lens.embedding_projection(model, data.tokenizer, "tokens", 3)
+    p = interpret.embedding_projection(model, data.tokenizer, "tokens", 3)
     centred = p.matrix - p.matrix.mean(0)
     total = centred.square().sum()
     assert p.explained.tolist() == pytest.approx((p.coords.square().sum(0) / total).tolist(), rel=1e-4)
     assert p.explained[0] >= p.explained[1] >= p.explained[2] > 0
     assert float(p.explained.sum()) <= 1
-    flat = lens.embedding_projection(model, data.tokenizer, "tokens", 2)
+    flat = interpret.embedding_projection(model, data.tokenizer, "tokens", 2)
     assert torch.allclose(flat.explained, p.explained[:2]) and torch.allclose(flat.coords, p.coords[:, :2])
 
 
 def test_labels_are_the_tokens_and_the_positions(model, data):
-    tokens = lens.embedding_projection(model, data.tokenizer, "tokens")
+    tokens = interpret.embedding_projection(model, data.tokenizer, "tokens")
     assert tokens.labels == [data.tokenizer.token_text(i) for i in range(data.vocab_size)]
     assert "␣" in tokens.labels and "↵" in tokens.labels
-    positions = lens.embedding_projection(model, data.tokenizer, "positions", 3)
+    positions = interpret.embedding_projection(model, data.tokenizer, "positions", 3)
     assert positions.coords.shape == (32, 3) and positions.total == 32
     assert positions.labels == [f"pos {i}" for i in range(32)]
     assert torch.equal(positions.matrix, model.transformer.wpe.weight.detach())
 
 
 def test_limit_maps_the_first_rows(model, data):
-    p = lens.embedding_projection(model, data.tokenizer, "tokens", limit=10)
+    p = interpret.embedding_projection(model, data.tokenizer, "tokens", limit=10)
     assert len(p.labels) == 10 and p.total == data.vocab_size
     coords, _, _ = reference_pca(model.transformer.wte.weight.detach()[:10], 2)
     np.testing.assert_allclose(np.abs(p.coords.numpy()), np.abs(coords), atol=1e-5)
@@ -94,13 +94,13 @@ def test_limit_maps_the_first_rows(model, data):
                                                    ("positions", 1, "choose 2")])
 def test_bad_choices_are_refused_with_what_to_do(model, data, which, dims, fragment):
     with pytest.raises(ConfigError, match=fragment):
-        lens.embedding_projection(model, data.tokenizer, which, dims)
+        interpret.embedding_projection(model, data.tokenizer, which, dims)
 
 
 def test_a_diverged_model_is_refused(model, data):
     model.transformer.wte.weight.data[3, 0] = math.nan
     with pytest.raises(ConfigError, match="nan"):
-        lens.embedding_projection(model, data.tokenizer)
+        interpret.embedding_projection(model, data.tokenizer)
 
 
 def test_nearest_neighbours_agree_with_brute_force(model):
@@ -113,15 +113,15 @@ def test_nearest_neighbours_agree_with_brute_force(model):
     for index in (0, 7, len(rows) - 1):
         brute = sorted(((cosine(rows[index], rows[j]), j) for j in range(len(rows)) if j != index),
                        reverse=True)[:5]
-        got = lens.nearest_neighbours(matrix, index, k=5)
+        got = interpret.nearest_neighbours(matrix, index, k=5)
         assert [j for j, _ in got] == [j for _, j in brute]
         assert [s for _, s in got] == pytest.approx([s for s, _ in brute], abs=1e-5)
-        table_rows, table_sims = lens.neighbour_table(matrix, 5)
+        table_rows, table_sims = interpret.neighbour_table(matrix, 5)
         assert table_rows[index].tolist() == [j for j, _ in got]
         assert table_sims[index].tolist() == pytest.approx([s for _, s in got], abs=1e-6)
-    assert len(lens.nearest_neighbours(matrix[:3], 1, k=5)) == 2  # only the other two
+    assert len(interpret.nearest_neighbours(matrix[:3], 1, k=5)) == 2  # only the other two
     with pytest.raises(ConfigError, match="outside"):
-        lens.nearest_neighbours(matrix, len(rows))
+        interpret.nearest_neighbours(matrix, len(rows))
 
 
 def test_a_hugging_face_gpt2_gives_the_same_maps(model, data):
@@ -130,8 +130,8 @@ def test_a_hugging_face_gpt2_gives_the_same_maps(model, data):
 
     twin = hf_twin(model)
     for which, dims in (("tokens", 2), ("positions", 3)):
-        ours = lens.embedding_projection(model, data.tokenizer, which, dims)
-        theirs = lens.embedding_projection(twin, data.tokenizer, which, dims)
+        ours = interpret.embedding_projection(model, data.tokenizer, which, dims)
+        theirs = interpret.embedding_projection(twin, data.tokenizer, which, dims)
         assert theirs.labels == ours.labels
         assert torch.allclose(theirs.coords, ours.coords, atol=1e-5)
         assert torch.allclose(theirs.explained, ours.explained, atol=1e-6)
@@ -148,9 +148,9 @@ def tiny_llama(vocab_size: int):
 
 def test_a_model_with_rotary_positions_has_no_position_map(data):
     llama = tiny_llama(data.vocab_size)
-    assert lens.embedding_projection(llama, data.tokenizer).coords.shape == (data.vocab_size, 2)
+    assert interpret.embedding_projection(llama, data.tokenizer).coords.shape == (data.vocab_size, 2)
     with pytest.raises(ConfigError, match="no learned position embeddings"):
-        lens.embedding_projection(llama, data.tokenizer, "positions")
+        interpret.embedding_projection(llama, data.tokenizer, "positions")
 
 
 @pytest.mark.parametrize("token, expected", [
@@ -166,7 +166,7 @@ def test_character_classes(token, expected):
 
 def test_the_map_shows_every_token_where_the_projection_puts_it(model, data):
     w = EmbeddingMap(model, data.tokenizer)
-    p = lens.embedding_projection(model, data.tokenizer)
+    p = interpret.embedding_projection(model, data.tokenizer)
     assert "lmlab-embeddings" in w._dom_classes and w.status.value == ""
     shown = trace_points(w)
     assert sorted(shown) == sorted(p.labels) and len(shown) == data.vocab_size
@@ -189,7 +189,7 @@ def test_hover_names_the_nearest_neighbours(model, data):
     label, hover = trace.text[0], trace.hovertext[0]
     i = p.labels.index(label)
     assert hover.startswith(f"<b>{label}</b> (id {i})")
-    for j, s in lens.nearest_neighbours(p.matrix, i, k=5):
+    for j, s in interpret.nearest_neighbours(p.matrix, i, k=5):
         assert f"{p.labels[j]}  {s:.2f}" in hover
     assert trace.hovertemplate == "%{hovertext}<extra></extra>"
 
@@ -209,7 +209,7 @@ def test_positions_and_3d_change_the_figure(model, data):
     w.dims_box.value = 2
     (trace,) = w.figure.data
     assert trace.type == "scatter" and not hasattr(trace, "z")
-    positions = lens.embedding_projection(model, None, "positions")
+    positions = interpret.embedding_projection(model, None, "positions")
     assert list(trace.x) == pytest.approx(positions.coords[:, 0].tolist(), abs=1e-6)
     w.colour_box.value = "none"
     assert w.figure.data[0].marker.color == "#1c5d99" and w.status.value == ""
@@ -247,7 +247,7 @@ def test_with_a_trainer_the_map_moves_as_it_learns(model, data):
     assert "step 0" in w.figure.layout.title.text
     trainer.run()
     assert "step 40" in w.figure.layout.title.text
-    now = lens.embedding_projection(model, data.tokenizer)
+    now = interpret.embedding_projection(model, data.tokenizer)
     assert torch.allclose(w.projection.coords, now.coords) and not torch.allclose(now.coords, first, atol=1e-3)
     points = {label: (x, y) for t in w.figure.data for label, x, y in zip(t.text, t.x, t.y)}
     assert points["e"] == pytest.approx(now.coords[now.labels.index("e")].tolist(), abs=1e-6)
@@ -260,7 +260,7 @@ def test_a_failing_refresh_never_stops_training(model, data, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("the map broke")
 
-    monkeypatch.setattr(lens, "embedding_projection", broken)
+    monkeypatch.setattr(interpret, "embedding_projection", broken)
     trainer.run()
     assert trainer.step_count == 10 and "the map broke" in w.status.value
 

@@ -12,7 +12,7 @@ need("ipywidgets", "pip install -e .")
 import torch  # noqa: E402
 
 from lmlab import GPT, GPTConfig  # noqa: E402
-from lmlab import inspect as lens  # noqa: E402
+from lmlab import interpret  # noqa: E402
 from lmlab.train import Trainer  # noqa: E402
 from lmlab.widgets import AttentionExplorer  # noqa: E402
 from lmlab.widgets._canvas import default_encoding  # noqa: E402
@@ -35,7 +35,7 @@ class expected_z:
     value within 1e-3 (the view sends a float16 copy, to 1 / 65535)."""
 
     def __init__(self, model, tokenizer, text, layer, head):
-        m = lens.capture_attention(model, text, tokenizer).head(layer, head).tolist()
+        m = interpret.capture_attention(model, text, tokenizer).head(layer, head).tolist()
         self.rows = [[None if k > q else v for k, v in enumerate(row)] for q, row in enumerate(m)]
 
     def __eq__(self, z):
@@ -72,8 +72,8 @@ def test_clicking_the_grid_or_the_table_selects_a_head(model, data):
 
 def test_the_overview_and_the_table_hold_every_head(model, data):
     x = AttentionExplorer(model, data.tokenizer, "the lazy dog")
-    a = lens.capture_attention(model, "the lazy dog", data.tokenizer)
-    drawn, want = x.grid.images().int(), lens.head_thumbnails(a, x.thumbnail).int()
+    a = interpret.capture_attention(model, "the lazy dog", data.tokenizer)
+    drawn, want = x.grid.images().int(), interpret.head_thumbnails(a, x.thumbnail).int()
     assert drawn.shape == want.shape and (drawn - want).abs().max() <= 1  # from the float16 copy
     assert [(r["layer"], r["head"]) for r in x.table.rows] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     assert all(r["induction"] is not None for r in x.table.rows)
@@ -105,7 +105,7 @@ def test_token_focus_outlines_row_and_column_and_shows_predictions(model, data):
     x = AttentionExplorer(model, data.tokenizer, "the lazy dog")
     x.focus_box.value = 4
     assert x.matrix.focus == 4  # outlined in the page
-    top = lens.predictions_at(model, data.tokenizer, x.attention.ids, 4)
+    top = interpret.predictions_at(model, data.tokenizer, x.attention.ids, 4)
     assert "next token after position 4" in x.predictions.value
     assert f"{top.probs[0]:.3f}" in x.predictions.value
 
@@ -115,11 +115,11 @@ def test_knocking_a_head_out_shows_the_loss_change(model, data):
     x.select(1, 0)
     x.knock_button.value = True
     assert [list(h) for h in x.table.knocked_out] == [[1, 0]]
-    effect = lens.ablation_effect(model, x.attention.ids, [(1, 0)], "zero")
+    effect = interpret.ablation_effect(model, x.attention.ids, [(1, 0)], "zero")
     assert "knocked out" in x.predictions.value and "L1H0" in x.predictions.value
     assert f"{effect['ablated_loss']:.4f}" in x.predictions.value
     x.mode_box.value = "mean"
-    effect = lens.ablation_effect(model, x.attention.ids, [(1, 0)], "mean")
+    effect = interpret.ablation_effect(model, x.attention.ids, [(1, 0)], "mean")
     assert f"{effect['ablated_loss']:.4f}" in x.predictions.value
     assert not any(block.attn.hook_z.read for block in model.transformer.h)  # restored
     x.knock_button.value = False
@@ -152,7 +152,7 @@ def test_colab_gets_base64_instead_of_binary_buffers(monkeypatch, model, data):
     monkeypatch.setitem(sys.modules, "google.colab", object())
     assert default_encoding() == "base64"
     grid = HeadGrid()
-    images = lens.head_thumbnails(lens.capture_attention(model, "the lazy dog", data.tokenizer))
+    images = interpret.head_thumbnails(interpret.capture_attention(model, "the lazy dog", data.tokenizer))
     grid.set_images(images)
     assert grid.data == b"" and grid.data_b64 and torch.equal(grid.images(), images)
     matrix = AttentionMatrix()
@@ -249,7 +249,7 @@ def test_bertviz_gets_one_tensor_a_layer_and_renders_it(model, data):
     from lmlab.widgets.bertviz_views import bertviz_attention
 
     attention, tokens = bertviz_attention(model, data.tokenizer, "the lazy dog")
-    a = lens.capture_attention(model, "the lazy dog", data.tokenizer)
+    a = interpret.capture_attention(model, "the lazy dog", data.tokenizer)
     assert len(attention) == 2 and all(t.shape == (1, 2, 12, 12) for t in attention)
     assert torch.equal(torch.cat(attention), a.weights) and tokens == a.tokens
     for view in (head_view, model_view):  # bertviz's own code, returning its page
@@ -293,7 +293,7 @@ def test_selecting_a_head_passes_through_no_other_head(model, data):
 def test_editing_the_text_does_not_recompute_the_induction_scores(model, data, monkeypatch):
     x = AttentionExplorer(model, data.tokenizer, "the lazy dog")
     calls = []
-    original = lens.induction_scores
-    monkeypatch.setattr(lens, "induction_scores", lambda m: calls.append(1) or original(m))
+    original = interpret.induction_scores
+    monkeypatch.setattr(interpret, "induction_scores", lambda m: calls.append(1) or original(m))
     x.text_box.value = "a quick fox"
     assert calls == [] and x.table.rows[0]["induction"] is not None

@@ -8,7 +8,7 @@ from torch.nn import functional as F
 
 from lmlab import GPT, ConfigError, GPTConfig
 from lmlab.hooks import ActivationCache, hook_points, hooks, run_with_cache, run_with_hooks
-from lmlab.inspect import ablate
+from lmlab.interpret import ablate
 
 CONFIG = GPTConfig(vocab_size=20, block_size=16, n_layer=2, n_head=2, n_embd=16, activation="gelu_tanh")
 PER_BLOCK = ["hook_resid_pre", "attn.hook_pattern", "attn.hook_z", "hook_attn_out", "hook_resid_mid",

@@ -10,7 +10,7 @@ need("ipywidgets", "pip install -e .")
 import torch  # noqa: E402
 
 from lmlab.errors import ConfigError  # noqa: E402
-from lmlab.inspect import logit_lens  # noqa: E402
+from lmlab.interpret import logit_lens  # noqa: E402
 from lmlab.train import TrainConfig, Trainer  # noqa: E402
 from lmlab.widgets import LogitLensView  # noqa: E402
 

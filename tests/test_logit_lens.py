@@ -1,4 +1,4 @@
-"""lmlab.inspect.logit_lens on lmlab's GPT and on Hugging Face GPT-2 (a tiny random one,
+"""lmlab.interpret.logit_lens on lmlab's GPT and on Hugging Face GPT-2 (a tiny random one,
 offline)."""
 
 import pytest
@@ -9,7 +9,7 @@ from torch.nn import functional as F
 transformers = need("transformers", "pip install -e '.[hf]'")
 
 from lmlab.errors import ConfigError  # noqa: E402
-from lmlab.inspect import LogitLens, logit_lens  # noqa: E402
+from lmlab.interpret import LogitLens, logit_lens  # noqa: E402
 from lmlab.model import GPT, GPTConfig  # noqa: E402
 from lmlab.pretrained import from_pretrained  # noqa: E402
 from lmlab.tokenizers import CharTokenizer  # noqa: E402

@@ -12,7 +12,7 @@ import torch  # noqa: E402
 
 from lmlab import GPT, GPTConfig, TokenDataset  # noqa: E402
 from lmlab.errors import ConfigError  # noqa: E402
-from lmlab.inspect import capture_attention, head_summary, induction_scores  # noqa: E402
+from lmlab.interpret import capture_attention, head_summary, induction_scores  # noqa: E402
 from lmlab.sampling import next_token_distribution, score  # noqa: E402
 from lmlab.train import TrainConfig, Trainer  # noqa: E402
 from lmlab.widgets import ModelComparison  # noqa: E402

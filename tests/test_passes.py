@@ -9,7 +9,7 @@ need("ipywidgets", "pip install -e .")
 
 import torch  # noqa: E402
 
-from lmlab import inspect as lens  # noqa: E402
+from lmlab import interpret  # noqa: E402
 from lmlab import passes  # noqa: E402
 from lmlab.reading import weights_changed, weights_version  # noqa: E402
 from lmlab.sampling import score  # noqa: E402
@@ -114,31 +114,31 @@ def test_a_kept_pass_gives_what_each_reading_gives_alone(model, data):
     found = passes.cached_pass(model, SAID, tok)
     with torch.no_grad():
         torch.testing.assert_close(found.logits, model.eval()(torch.tensor([ids])).logits[0])
-    attention = lens.capture_attention(model, SAID, tok)
+    attention = interpret.capture_attention(model, SAID, tok)
     torch.testing.assert_close(found.attention.float(), attention.weights, atol=1e-3, rtol=0)
-    for got, want in zip(found.summary, lens.head_summary(attention), strict=True):  # from float32
+    for got, want in zip(found.summary, interpret.head_summary(attention), strict=True):  # from float32
         assert got == pytest.approx(want, abs=1e-6)
     for position in (0, 4, len(ids) - 1):
-        got, want = found.predictions(position, tok), lens.predictions_at(model, tok, ids, position)
+        got, want = found.predictions(position, tok), interpret.predictions_at(model, tok, ids, position)
         assert got.ids == want.ids and got.probs == pytest.approx(want.probs, abs=1e-6)
-    effect = lens.ablation_effect(model, ids, [(1, 0), (0, 1)], "mean")
+    effect = interpret.ablation_effect(model, ids, [(1, 0), (0, 1)], "mean")
     ablated = passes.cached_ablation(model, ids, [(0, 1), (1, 0)], "mean")
     assert found.loss() == pytest.approx(effect["loss"], rel=1e-5)
     assert ablated.loss() == pytest.approx(effect["ablated_loss"], rel=1e-5)
     assert passes.cached_ablation(model, ids, {1: [0], 0: [1]}, "mean") is ablated  # same heads
-    want_lens = lens.logit_lens(model, SAID, tok, k=3)
+    want_lens = interpret.logit_lens(model, SAID, tok, k=3)
     view = LogitLensView(model, tok, SAID, k=3)
     assert torch.equal(view.lens.top_ids, want_lens.top_ids)
     torch.testing.assert_close(view.lens.top_probs, want_lens.top_probs)
     surprise = TokenSurprise(model, tok, SAID)
     assert surprise.score.probs == pytest.approx(score(model, tok, SAID).probs, abs=1e-6)
-    induction = lens.induction_scores(model)
-    seq = lens.capture_attention(model, _probe(model))
-    torch.testing.assert_close(induction, lens.induction_score(seq.weights, len(_probe(model)) // 2))
+    induction = interpret.induction_scores(model)
+    seq = interpret.capture_attention(model, _probe(model))
+    torch.testing.assert_close(induction, interpret.induction_score(seq.weights, len(_probe(model)) // 2))
 
 
 def _probe(model):
-    length = min(lens.INDUCTION_LENGTH, model.config.block_size // 2)
+    length = min(interpret.INDUCTION_LENGTH, model.config.block_size // 2)
     first = torch.randperm(model.config.vocab_size, generator=torch.Generator().manual_seed(0))[:length]
     return first.repeat(2).tolist()
 
@@ -156,7 +156,7 @@ def test_an_ablated_pass_starts_at_the_first_layer_knocked_out(model, data):
             ran.clear()
             ablated = passes.cached_ablation(model, ids, heads, mode)
             assert len(ran) == block_0_runs
-            with lens.ablate(model, heads, mode), torch.no_grad():
+            with interpret.ablate(model, heads, mode), torch.no_grad():
                 want = model.eval()(torch.tensor([ids])).logits[0]
             torch.testing.assert_close(ablated.logits, want, atol=1e-5, rtol=1e-5)
         passes.forget(model)  # no kept pass: the whole forward
@@ -169,9 +169,9 @@ def test_an_ablated_pass_starts_at_the_first_layer_knocked_out(model, data):
 
 def test_ablation_refuses_what_it_refused(model, data):
     ids = data.tokenizer.encode(SAID)
-    with pytest.raises(lens.ConfigError, match="does not exist"):
+    with pytest.raises(interpret.ConfigError, match="does not exist"):
         passes.cached_ablation(model, ids, [(5, 0)])
-    with pytest.raises(lens.ConfigError, match="choose 'zero' or 'mean'"):
+    with pytest.raises(interpret.ConfigError, match="choose 'zero' or 'mean'"):
         passes.cached_ablation(model, ids, [(0, 0)], "half")
 
 

@@ -16,7 +16,7 @@ from lmlab.history import downsample, smooth  # noqa: E402
 from lmlab.train import Trainer  # noqa: E402
 from lmlab.widgets import RunComparison, TrainingDashboard  # noqa: E402
 from lmlab.widgets._comm import recording_comms  # noqa: E402
-from lmlab.widgets._view import TrainerView  # noqa: E402
+from lmlab.widgets._view import View  # noqa: E402
 from lmlab.widgets.dashboard import MAX_POINTS, LossCurves  # noqa: E402
 
 TEXT = "the quick brown fox jumps over the lazy dog.\n" * 400
@@ -158,7 +158,7 @@ def test_redisplaying_and_closing_dashboards_never_multiplies_the_work():
 
 
 def test_a_garbage_collected_view_costs_the_trainer_nothing():
-    class Probe(TrainerView, W.VBox):
+    class Probe(View, W.VBox):
         def __init__(self, trainer):
             super().__init__()
             self._init_view([trainer])

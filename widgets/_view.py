@@ -1,5 +1,6 @@
-"""What every widget that watches trainers shares: subscriptions that hold the view
-weakly, `close()` that detaches it, a redraw clock, and errors shown in the view.
+"""What every view shares (`View`), whether it watches trainers or not: subscriptions
+that hold the view weakly, `close()` that detaches it, a redraw clock, and errors shown
+in the view.
 
 A view subscribes through `watch`: the trainer holds only a small forwarder that
 reaches the view through a weak reference, so a closed or garbage-collected view
@@ -33,10 +34,10 @@ _current: dict = {}  # (view class, trainer ids) -> weak reference to the newest
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
-class TrainerView:
-    """Mixin for an ipywidgets container. Subclasses implement `_draw()`,
-    `_show(message, kind)` and `_static_html()`, and call `_watch(...)` for each trainer
-    event they use."""
+class View:
+    """Mixin for every lmlab view (an ipywidgets container), with or without trainers to
+    watch. Subclasses implement `_draw()`, `_show(message, kind)` and `_static_html()`, and
+    call `_watch(...)` for each trainer event they use."""
 
     refresh = REFRESH_S
     _display_id = None  # set when displayed in IPython: the outputs `refresh_snapshot` replaces

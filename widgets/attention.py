@@ -24,12 +24,12 @@ import plotly.graph_objects as go
 import plotly.io
 import torch
 
-from lmlab import inspect as lens
+from lmlab import interpret
 from lmlab import passes
 from lmlab.files import atomic_write
 
 from . import images
-from ._view import TrainerView, message_html, model_and_tokenizer
+from ._view import View, message_html, model_and_tokenizer
 from .matrix import AttentionMatrix
 from .heads import HeadGrid
 from .table import HeadTable
@@ -45,7 +45,7 @@ def _label(i: int, token: str) -> str:
     return f"{i}:{token}"
 
 
-class AttentionExplorer(TrainerView, W.VBox):
+class AttentionExplorer(View, W.VBox):
     """AttentionExplorer(model, tokenizer, text), or AttentionExplorer(trainer=..., text=...)
     to follow a training run (refreshed every `every` steps)."""
 
@@ -142,7 +142,7 @@ class AttentionExplorer(TrainerView, W.VBox):
             self.focus_box.value = focus if focus is not None and focus < T else -1
             size = min(T, self.thumbnail)
             step = f" (step {self.trainer.step_count})" if self.trainer is not None else ""
-            self.grid.set_images(lens.head_thumbnails(a, size),
+            self.grid.set_images(interpret.head_thumbnails(a, size),
                                  title=f"all heads, {T} tokens{step}: click one")
             self._selecting = True
             try:

@@ -7,12 +7,12 @@ with one tensor per layer of shape (1, heads, T, T), and the tokens as strings.
 
 from __future__ import annotations
 
-from lmlab import inspect as lens
+from lmlab import interpret
 
 
 def bertviz_attention(model, tokenizer, text) -> tuple[list, list[str]]:
     """(attention, tokens) as bertviz takes them: one (1, H, T, T) float32 tensor a layer."""
-    a = lens.capture_attention(model, text, tokenizer)
+    a = interpret.capture_attention(model, text, tokenizer)
     return [a.weights[layer].unsqueeze(0) for layer in range(a.n_layer)], a.tokens
 
 

@@ -162,13 +162,16 @@ function render({ model, el }) {
     if (frame !== null) return;
     frame = requestAnimationFrame(() => { frame = null; draw(model, el); });
   };
-  for (const name of ["series", "data", "title", "x_label", "y_label", "log_y", "log_x", "height"]) {
-    model.on(`change:${name}`, redraw);
-  }
+  const names = ["series", "data", "title", "x_label", "y_label", "log_y", "log_x", "height"];
+  for (const name of names) model.on(`change:${name}`, redraw);
   const resize = new ResizeObserver(redraw);
   resize.observe(el);
   draw(model, el);
-  return () => resize.disconnect();
+  return () => {  // everything this view added: handlers, the observer, a pending frame
+    for (const name of names) model.off(`change:${name}`, redraw);
+    resize.disconnect();
+    if (frame !== null) cancelAnimationFrame(frame);
+  };
 }
 
 export default { render };

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipywidgets as W
 
-from ._view import REFRESH_S, TrainerView, message_html
+from ._view import REFRESH_S, View, message_html
 from .chart import LineChart, line
 from .dashboard import MAX_POINTS, LossCurves
 
@@ -13,7 +13,7 @@ COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e
            "#17becf")
 
 
-class RunComparison(TrainerView, W.VBox):
+class RunComparison(View, W.VBox):
     """Overlay the smoothed training loss (solid) and validation loss (dashed, markers)
     of several trainers, e.g. AdamW vs SGD, or three model sizes."""
 

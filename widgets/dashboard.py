@@ -13,7 +13,7 @@ from lmlab.history import downsample, smooth
 from lmlab.model import PRESETS
 from lmlab.train import Trainer
 
-from ._view import REFRESH_S, TrainerView, in_words, message_html
+from ._view import REFRESH_S, View, in_words, message_html
 from .chart import LineChart, line
 
 MAX_POINTS = 1000  # per curve, however long the run
@@ -93,7 +93,7 @@ def _wrap(children, align_items="center"):
                                            align_items=align_items, width="100%"))
 
 
-class TrainingDashboard(TrainerView, W.VBox):
+class TrainingDashboard(View, W.VBox):
     """Controls, live charts, status and samples for a `Trainer`.
 
     In a notebook, Start trains on the kernel's event loop between cells, at full

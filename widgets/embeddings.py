@@ -1,7 +1,7 @@
 """`EmbeddingMap`: a model's token (or position) embeddings on their principal components.
 
 Each token is a point labelled with its text, placed by its embedding's first two (or
-three) principal components (`lmlab.inspect.embedding_projection`); the axis titles say
+three) principal components (`lmlab.interpret.embedding_projection`); the axis titles say
 how much of the variance each one holds. Hover names the token's nearest neighbours by
 cosine similarity in the full embedding space (the map is only a shadow of it). Colouring
 by character class (vowels, consonants, digits, upper case, punctuation and space) shows
@@ -18,10 +18,10 @@ import ipywidgets as W
 import plotly.graph_objects as go
 import plotly.io
 
-from lmlab import inspect as lens
+from lmlab import interpret
 from lmlab.files import atomic_write
 
-from ._view import TrainerView, message_html
+from ._view import View, message_html
 
 MAX_POINTS = 2000  # beyond this many tokens (e.g. GPT-2's 50257) only the first are mapped
 MAX_LABELS = 400  # beyond this many points, labels only on hover
@@ -55,7 +55,7 @@ def character_class(token: str) -> str:
     return "punctuation/space" if unicodedata.category(ch)[0] in "PSZ" else "other"
 
 
-class EmbeddingMap(TrainerView, W.VBox):
+class EmbeddingMap(View, W.VBox):
     """EmbeddingMap(model, tokenizer), or EmbeddingMap(trainer=trainer) to watch the map
     form as the model trains (read again every `every` steps). which: "tokens" or
     "positions"; dims: 2 or 3."""
@@ -71,10 +71,10 @@ class EmbeddingMap(TrainerView, W.VBox):
         self._init_view([trainer] if trainer is not None else [])
         self.model, self.tokenizer, self.trainer, self.every = model, tokenizer, trainer, every
         self.which, self.dims = "tokens", 2  # what the map shows; changed by `update`
-        self.projection = None  # the last good `lmlab.inspect.Projection`
+        self.projection = None  # the last good `lmlab.interpret.Projection`
         self.neighbours = None  # (rows [N, k], cosine similarities [N, k]) in embedding space
 
-        self.which_box = W.Dropdown(options=list(lens.EMBEDDINGS), description="show",
+        self.which_box = W.Dropdown(options=list(interpret.EMBEDDINGS), description="show",
                                     layout=W.Layout(width="170px"), style={"description_width": "40px"})
         self.dims_box = W.ToggleButtons(options=[("2-D", 2), ("3-D", 3)],
                                         style={"button_width": "48px"}, tooltips=["flat", "turn it around"])
@@ -110,8 +110,8 @@ class EmbeddingMap(TrainerView, W.VBox):
         which = self.which if which is None else which
         dims = self.dims if dims is None else dims
         try:
-            p = lens.embedding_projection(self.model, self.tokenizer, which, dims, limit=MAX_POINTS)
-            neighbours = lens.neighbour_table(p.matrix, NEIGHBOURS)
+            p = interpret.embedding_projection(self.model, self.tokenizer, which, dims, limit=MAX_POINTS)
+            neighbours = interpret.neighbour_table(p.matrix, NEIGHBOURS)
         except Exception as e:
             self.show_error(e)
             self._sync_controls()

@@ -32,7 +32,7 @@ class HeadGrid(CanvasView):
     title = traitlets.Unicode("").tag(sync=True)
 
     def set_images(self, images: torch.Tensor, title: str = "") -> None:
-        """Show `images`: uint8 [layer, head, size, size] (see `lmlab.inspect.head_thumbnails`)."""
+        """Show `images`: uint8 [layer, head, size, size] (see `lmlab.interpret.head_thumbnails`)."""
         if images.dtype != torch.uint8 or images.dim() != 4 or images.size(2) != images.size(3):
             raise ValueError(f"images must be uint8 [layer, head, size, size], not "
                              f"{images.dtype} {list(images.shape)}")

@@ -1,6 +1,6 @@
 """`LogitLensView`: what every layer of a model would predict next, as a heatmap.
 
-Rows are the L + 1 residual streams of `lmlab.inspect.logit_lens` ("embeddings", then
+Rows are the L + 1 residual streams of `lmlab.interpret.logit_lens` ("embeddings", then
 after "block 0" ... "block L-1", the last row being the model's own prediction), drawn
 bottom to top as the stream flows; columns are the input tokens (positions). Each cell is
 labelled with that row's likeliest next token after reading up to its column, and coloured
@@ -19,11 +19,11 @@ import plotly.graph_objects as go
 
 from lmlab.adapt import context_length, display
 from lmlab.errors import ConfigError
-from lmlab.inspect import lens_of_streams
+from lmlab.interpret import lens_of_streams
 from lmlab.passes import cached_pass
 from lmlab.reading import reading
 
-from ._view import TrainerView, message_html, model_and_tokenizer
+from ._view import View, message_html, model_and_tokenizer
 
 COLOURS = {"top": "top prediction", "true": "the true next token"}
 SCALES = {"top": ((247, 251, 255), (8, 48, 107)),  # plotly's Blues, ends
@@ -45,7 +45,7 @@ def _rgb(p: float, scale: str) -> str:
     return "rgb({},{},{})".format(*(round(a + (b - a) * p) for a, b in zip(lo, hi)))
 
 
-class LogitLensView(TrainerView, W.VBox):
+class LogitLensView(View, W.VBox):
     """LogitLensView(model, tokenizer, text, k=5), or LogitLensView(trainer=..., text=...) to
     follow a training run (read again every `every` steps).
 
@@ -54,7 +54,7 @@ class LogitLensView(TrainerView, W.VBox):
     with a notice); `colour`: "top" (the top prediction's probability) or "true" (the
     probability of the token that comes next in the text).
 
-    State: `lens` is the last good `lmlab.inspect.LogitLens` (rows [L + 1], positions [T],
+    State: `lens` is the last good `lmlab.interpret.LogitLens` (rows [L + 1], positions [T],
     top_probs [L + 1, T, k], next_probs [L + 1, T - 1]) of the tokens read (a text longer
     than the model's context is read over its last `context` tokens); `first` is the
     position of the first column drawn; `figure.data[0]` holds the heatmap: z [L + 1, shown]

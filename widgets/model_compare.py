@@ -2,7 +2,7 @@
 
 E.g. "pretrained" vs "fine-tuned": for a chosen position (a click on a token, or the
 slider; default the last) each model's next-token bars (the stepper's view: its top-k
-tokens with probabilities) and its attention heads summarised (`lmlab.inspect.head_summary`:
+tokens with probabilities) and its attention heads summarised (`lmlab.interpret.head_summary`:
 entropy, previous-token and induction score per layer × head, as small coloured grids), with
 each model's loss on the text (`lmlab.sampling.score_logits`) and a line giving the total-variation
 distance and the KL divergences between the models' next-token distributions at that
@@ -27,7 +27,7 @@ from lmlab.errors import ConfigError
 from lmlab.passes import cached_induction, cached_pass
 from lmlab.sampling import distribution_of_logits, divergence, score_logits
 
-from ._view import TrainerView, message_html
+from ._view import View, message_html
 
 HERE = pathlib.Path(__file__).parent
 MAX_TOKENS = 256  # a longer text is read over its last this many tokens (or the context)
@@ -101,7 +101,7 @@ def head_grids(summary, n_tokens: int) -> str:
     return f"<div style='display:flex;gap:10px;flex-wrap:wrap'>{''.join(grids)}</div>"
 
 
-class ModelComparison(TrainerView, W.VBox):
+class ModelComparison(View, W.VBox):
     """ModelComparison({"pretrained": a, "fine-tuned": b}, tokenizer, text), or a list of
     models (named "model 1", "model 2", ...), or trainers={"name": trainer, ...} to follow
     training runs (read again every `every` steps). `tokenizer` must be every model's

@@ -21,7 +21,7 @@ import traitlets
 from lmlab.tokenizers import (BPETokenizer, CharTokenizer, GPT2Tokenizer, Tokenization, byte_level_bytes,
                               bytes_text, compare_tokenizers)
 
-from ._view import TrainerView, message_html
+from ._view import View, message_html
 
 HERE = pathlib.Path(__file__).parent
 PALETTE = ("#cfe3f7", "#fbd9b8", "#d3f0cf", "#ecd6f2")  # chip colours, cycling (playground.css)
@@ -42,7 +42,7 @@ class TokenRow(anywidget.AnyWidget):
     error = traitlets.Unicode().tag(sync=True)
 
 
-class TokenizerPlayground(TrainerView, W.VBox):
+class TokenizerPlayground(View, W.VBox):
     """TokenizerPlayground(text, tokenizers=[...] or {name: tokenizer}).
 
     `rows`, `sliders` (BPE rows only) and `merge_labels` are keyed by tokenizer name;

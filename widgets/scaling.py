@@ -21,7 +21,7 @@ from lmlab.errors import ConfigError, LmlabError
 from lmlab.scaling import (DEFAULT_SIZES, DEFAULT_TOKENS, SweepPlan, compute_frontier, default_offset,
                            fit_power_law, tokens_per_step, training_flops)
 
-from ._view import REFRESH_S, TrainerView, message_html
+from ._view import REFRESH_S, View, message_html
 from .chart import LineChart, line
 from .dashboard import LossCurves
 
@@ -44,7 +44,7 @@ def _shape(model: dict) -> str:
     return f"{model['n_layer']}×{model['n_embd']}"
 
 
-class ScalingLab(TrainerView, W.VBox):
+class ScalingLab(View, W.VBox):
     """ScalingLab(corpus, sizes, tokens_per_run=... | compute_budget=..., out="sweep.json").
 
     corpus, sizes, budgets, out, train, block_size, eval_batches: as `lmlab.scaling.sweep`

@@ -20,7 +20,7 @@ import traitlets
 
 from lmlab.stepper import Stepper
 
-from ._view import TrainerView, message_html
+from ._view import View, message_html
 
 HERE = pathlib.Path(__file__).parent
 GREEDY_TOKENS = 100  # "Greedy to end" takes this many tokens (fewer if the context ends)
@@ -76,7 +76,7 @@ class CandidateBars(anywidget.AnyWidget):
                 f"<th>drawn with</th><th></th><th>the model</th></tr>{cells}</table>")
 
 
-class SamplingStepper(TrainerView, W.VBox):
+class SamplingStepper(View, W.VBox):
     """SamplingStepper(model, tokenizer, prompt): step, choose, go back, branch, and turn
     temperature, top-k and top-p while watching the next-token distribution."""
 

@@ -19,11 +19,11 @@ from lmlab.adapt import context_length
 from lmlab.passes import cached_pass
 from lmlab.sampling import score_logits
 
-from ._view import TrainerView, message_html, model_and_tokenizer
+from ._view import View, message_html, model_and_tokenizer
 from .stepper import TokenChips
 
 
-class TokenSurprise(TrainerView, W.VBox):
+class TokenSurprise(View, W.VBox):
     """TokenSurprise(model, tokenizer, text), or TokenSurprise(trainer=trainer, text=text)
     to watch the surprise fall as the model trains."""
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from ..inspect import capture_attention
+from ..interpret import capture_attention
 from ..model import GPT, GPTConfig
 from . import interleaved, rates, repeat, report
 from .peers import hf_twin

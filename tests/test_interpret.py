@@ -10,7 +10,7 @@ import torch
 from _needs import need
 
 from lmlab import GPT, CharTokenizer, ConfigError, GPTConfig, TokenizerError
-from lmlab.inspect import (Attention, ablate, ablation_effect, capture_attention, head_summary,
+from lmlab.interpret import (Attention, ablate, ablation_effect, capture_attention, head_summary,
                            head_thumbnails, induction_score, induction_scores, predictions_at,
                            quantize)
 from lmlab.reading import model_lock
@@ -348,3 +348,13 @@ def test_quantize_is_row_major_uint8():
     back = np.frombuffer(data, dtype=np.uint8).reshape(2, 2, 7, 7)
     assert np.array_equal(back, (a.weights * 255).round().numpy().astype(np.uint8))
     assert back[1, 0, 6, 0] == round(float(a.weights[1, 0, 6, 0]) * 255)
+
+
+def test_the_old_module_name_still_imports_with_a_deprecation_warning():
+    import importlib
+    import sys
+
+    sys.modules.pop("lmlab.inspect", None)
+    with pytest.warns(DeprecationWarning, match="lmlab.interpret"):
+        old = importlib.import_module("lmlab.inspect")
+    assert old.capture_attention is capture_attention and old.logit_lens is not None
