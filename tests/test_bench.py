@@ -21,3 +21,26 @@ def test_report_prints_rates_and_ratios_to_the_baseline(capsys):
     assert ratios == {"fast": 4.0, "slow": 1.0}
     out = capsys.readouterr().out
     assert "title" in out and "ratio to slow" in out and "4.000x" in out and "100" in out
+
+
+def test_the_device_checks_run_and_pass_small_on_the_cpu(capsys):
+    """`python -m lmlab.bench device` is for a GPU; `--device cpu --quick` runs the same
+    script small here, so that what a lent GPU runs has run before."""
+    from lmlab.bench.device import bench_device
+
+    rows = bench_device("cpu", quick=True)
+    names = [name for name, _, _ in rows]
+    assert names == ["train, fp32", "train, bf16 autocast", "fused AdamW", "torch.compile",
+                     "restore on the device, resume", "views' cached pass on the device"]
+    assert all(passed for _, passed, _ in rows), rows
+    assert "device checks on CPU" in capsys.readouterr().out
+
+
+def test_without_a_gpu_the_device_checks_say_so_and_exit_0(monkeypatch, capsys):
+    import torch
+
+    from lmlab.bench.__main__ import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["device"]) == 0
+    assert "no CUDA GPU here" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m lmlab.bench {forward,train,quality,attention,sampling,distributed,dashboard,views}`.
+"""Benchmarks: `python -m lmlab.bench NAME`, NAME one of those below.
 
 One harness for every speed figure: the runners being compared take turns, round after
 round in one process (or one kernel), so the machine's drift hits them alike; the
@@ -15,6 +15,8 @@ printed, never asserted.
     views      the views on a GPT-2-shaped model: forwards and milliseconds per interaction in a
                real kernel, recording every activation vs a plain forward, training with the
                activation points unread vs none; with --browser, click-to-repaint in Chromium
+    device     the checks that need a CUDA GPU (CUDA, bf16, fused AdamW, compile, restore,
+               MFU, the views' pass), one table; without a GPU it says so and exits 0
 """
 
 from __future__ import annotations

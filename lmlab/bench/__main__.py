@@ -1,4 +1,4 @@
-"""`python -m lmlab.bench {forward,train,quality,attention,sampling,distributed,dashboard,views}`
+"""`python -m lmlab.bench {forward,train,quality,attention,sampling,distributed,dashboard,views,device}`
 (see lmlab.bench)."""
 
 from __future__ import annotations
@@ -14,12 +14,19 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m lmlab.bench", description=DOC,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", choices=["forward", "train", "quality", "attention", "sampling",
-                                          "distributed", "dashboard", "views"])
+                                          "distributed", "dashboard", "views", "device"])
     parser.add_argument("--rounds", type=int, default=None, help="alternating rounds (speed)")
     parser.add_argument("--seeds", type=int, default=1, help="quality: how many seeds")
     parser.add_argument("--browser", action="store_true", help="views: also click in Chromium")
+    parser.add_argument("--device", default=None, help="device: where to run the GPU checks (default cuda)")
+    parser.add_argument("--quick", action="store_true", help="device: the checks small, no compile")
     args = parser.parse_args(argv)
     rounds = {"rounds": args.rounds} if args.rounds else {}
+    if args.which == "device":
+        from .device import bench_device
+
+        rows = bench_device(args.device, args.quick)
+        return 0 if all(passed for _, passed, _ in rows) else 1
     if args.which == "forward":
         from .forward import bench_forward
 
@@ -45,7 +52,8 @@ def main(argv=None):
 
         bench_quality(args.seeds)
     elif args.which == "views":  # with the widgets, which the engine never imports
-        extra = ["--browser"] if args.browser else []
+        extra = (["--browser"] if args.browser else []) + \
+            (["--rounds", str(args.rounds)] if args.rounds else [])
         raise SystemExit(subprocess.call([sys.executable, "-m", "lmlab.widgets.bench_views", *extra]))
     else:  # it lives with the widgets, which the engine never imports
         extra = ["--rounds", str(args.rounds)] if args.rounds else []
@@ -53,4 +61,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
