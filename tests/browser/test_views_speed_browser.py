@@ -82,7 +82,7 @@ def timed(page, condition: str, arg, click, timeout: float = 30) -> float:
     page.evaluate(PROBE, [condition, arg])
     click()
     try:
-        page.wait_for_function("() => window.__lmlabProbe.t1 !== null", timeout=timeout * 1000)
+        page.wait_for_function("() => window.__lmlabProbe.t1 !== null", polling=100, timeout=timeout * 1000)
     except Exception:
         state = page.evaluate("() => ({probe: window.__lmlabProbe, matrix: {...(document.querySelector("
                               "'.lmlab-attention .lmlab-matrix-canvas') || {}).dataset}})")
