@@ -196,7 +196,9 @@ def cmd_sample(args) -> None:
 def cmd_bench(args) -> None:
     from .bench.__main__ import main as bench_main
 
-    bench_main([args.which])
+    code = bench_main([args.which])
+    if code:
+        sys.exit(code)
 
 
 def cmd_lab(args) -> None:
@@ -275,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="the benchmarks (same as python -m lmlab.bench)")
     b.add_argument("which", choices=["forward", "train", "quality", "attention", "sampling",
-                                     "distributed", "dashboard"])
+                                     "distributed", "dashboard", "views", "device"])
     b.set_defaults(func=cmd_bench)
 
     lab = sub.add_parser("lab", help="copy the lessons into a folder and open JupyterLab there "

@@ -382,3 +382,17 @@ def score_logits(logits: torch.Tensor, ids: list[int], tokenizer=None, alternati
     return Score(ids, [show(i) for i in ids], log_probs.exp().tolist(), ranks.tolist(),
                  running.tolist(), running.exp().tolist(), total, -total / len(log_probs),
                  math.exp(-total / len(log_probs)), alts)
+
+
+def __getattr__(name: str):
+    """`from lmlab.sampling import Stepper` (and Step, Branch), deprecated: they moved to
+    `lmlab.stepper`. This alias goes in the next release."""
+    if name in ("Stepper", "Step", "Branch"):
+        import warnings
+
+        from . import stepper
+
+        warnings.warn(f"lmlab.sampling.{name} is now lmlab.stepper.{name}; import it from there "
+                      "(this alias goes in the next release)", DeprecationWarning, stacklevel=2)
+        return getattr(stepper, name)
+    raise AttributeError(f"module 'lmlab.sampling' has no attribute {name!r}")

@@ -57,6 +57,17 @@ class Branch:
     _logits: torch.Tensor = field(repr=False, compare=False)  # the logits after its last token
 
 
+class _Watch:
+    """What `Stepper.on_settings` returns: `remove()` stops the watcher (idempotent)."""
+
+    def __init__(self, watchers: list, fn):
+        self.watchers, self.fn = watchers, fn
+
+    def remove(self) -> None:
+        if self.fn in self.watchers:
+            self.watchers.remove(self.fn)
+
+
 _KEEP = ...  # set(): a setting not given stays
 
 
@@ -214,16 +225,21 @@ class Stepper:
                 fn(self)
         return self.distribution
 
-    def on_settings(self, fn) -> None:
+    def on_settings(self, fn) -> _Watch:
         """Call `fn(stepper)` after each change of temperature, top_k or top_p (`set`): a
-        view mirrors the settings into its controls instead of keeping a copy."""
+        view mirrors the settings into its controls instead of keeping a copy. Returns a
+        handle whose `remove()` stops it."""
         self._watchers.append(fn)
+        return _Watch(self._watchers, fn)
 
     def step(self, token: int | None = None) -> Step:
         """Take one token: drawn from the current distribution with the stepper's generator,
         or `token` itself when given (the generator is then left as it is)."""
+        return self._step(token, self.temperature, self.top_k, self.top_p)
+
+    def _step(self, token, temperature, top_k, top_p) -> Step:
         logits, state = self.logits, self._generator.get_state()
-        _, probs, _, _ = _filters(logits, self.temperature, self.top_k, self.top_p)
+        _, probs, _, _ = _filters(logits, temperature, top_k, top_p)
         if token is None:
             token, sampled = _draw(probs, self._generator), True
         else:
@@ -254,9 +270,9 @@ class Stepper:
         return step
 
     def greedy(self, n: int) -> list[Step]:
-        """Take the model's most likely token `n` times, whatever the settings (which stay
-        as they are): the path temperature 0 would take, the generator untouched."""
-        return [self.step(int(self.logits.argmax())) for _ in range(n)]
+        """`n` steps at temperature 0, the most likely token each time, recorded as steps at
+        temperature 0 are; the settings stay as they are (nothing saved and put back)."""
+        return [self._step(None, 0.0, self.top_k, self.top_p) for _ in range(n)]
 
     def run(self, n: int) -> list[Step]:
         """`step()` n times."""

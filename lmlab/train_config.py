@@ -12,7 +12,6 @@ from .settings import Checked
 SCHEDULES = ("cosine", "constant")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 DTYPES = ("float32", "bfloat16")
-EVENTS = ("step", "eval", "sample", "end", "error", "reset")
 HINTS = {"grad_accum_steps": ": the micro-batches summed into one optimizer step (1: none); "
                              "the global batch is batch_size x grad_accum_steps x processes"}
 

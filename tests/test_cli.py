@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from lmlab import checkpoint
 
 
@@ -44,3 +46,18 @@ def test_bad_input_is_one_clear_line(tmp_path):
     assert "no corpus named 'nosuchcorpus'" in r.stderr and "Traceback" not in r.stderr
     r = lmlab("sample", "runs/none", cwd=tmp_path)
     assert r.returncode == 2 and "no checkpoint file" in r.stderr
+
+
+def test_lmlab_bench_runs_the_device_checks_and_passes_their_exit_code(monkeypatch, capsys):
+    import torch
+
+    from lmlab import cli
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cli.main(["bench", "device"])  # no GPU: says so, exit 0 (no SystemExit)
+    assert "no CUDA GPU here" in capsys.readouterr().out
+    monkeypatch.setattr("lmlab.bench.device.bench_device",
+                        lambda device=None, quick=False: [("a check", False, "it failed")])
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["bench", "device"])
+    assert stopped.value.code == 1

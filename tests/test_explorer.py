@@ -297,3 +297,13 @@ def test_editing_the_text_does_not_recompute_the_induction_scores(model, data, m
     monkeypatch.setattr(interpret, "induction_scores", lambda m: calls.append(1) or original(m))
     x.text_box.value = "a quick fox"
     assert calls == [] and x.table.rows[0]["induction"] is not None
+
+
+def test_the_matrix_packs_again_when_causal_changes():
+    head = torch.rand(4, 4)
+    matrix = AttentionMatrix()
+    matrix.set_matrix(head, list("abcd"))
+    assert len(matrix.data) == 2 * 10  # the triangle: 4 x 5 / 2 cells
+    matrix.causal = False  # e.g. an encoder's head: the whole square again, from the same cells
+    assert len(matrix.data) == 2 * 16
+    assert (matrix.values() - head).abs().max() <= 0.5 / 65535 + 1e-7

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from lmlab import (GPT, ConfigError, GPTConfig, TokenDataset, TokenizerError, TrainerStateError,
-                   TrainingError)
+from lmlab import (GPT, ConfigError, GPTConfig, LmlabError, TokenDataset, TokenizerError,
+                   TrainerStateError, TrainingError)
 from lmlab.reading import model_lock
 from lmlab import runcontrol
 from lmlab.runcontrol import ACTIVE
@@ -675,3 +675,57 @@ def test_a_click_handled_on_a_subshell_thread_trains_on_the_main_loop():
     t = asyncio.run(kernel())
     assert t.state == "finished" and t.step_count == 5
     assert threads == {"MainThread"}
+
+
+def test_views_ask_what_is_possible_in_each_state():
+    t = make(max_steps=10**9)
+
+    def answers():
+        return tuple(getattr(t, "can_" + k) for k in ("start", "pause", "resume", "stop", "step",
+                                                       "change"))
+
+    assert t.state == "idle" and answers() == (True, False, False, False, True, True)
+    inside = []
+
+    def during_a_step(trainer, row):
+        if row["step"] == 3:  # the run's own step: pause after it, and ask meanwhile
+            trainer.pause(wait=False)
+            inside.append((trainer.state, answers()))
+
+    t.on("step", during_a_step)
+    t.start(driver="thread")
+    wait_for(lambda: t.state == "paused")
+    assert inside == [("pausing", (False, False, True, True, False, False))]
+    assert answers() == (False, False, True, True, True, False)  # paused: a step by hand may run
+    t.resume()
+    wait_for(lambda: t.step_count >= 5)
+    assert t.state == "running" and answers() == (False, True, False, True, False, False)
+    t.stop()
+    assert t.state == "stopped" and answers() == (True, False, False, False, True, True)
+    by_hand = []
+    t.on("step", lambda trainer, row: by_hand.append(trainer.can_step))
+    t.step()
+    assert by_hand == [False]  # no second step while one is in progress
+
+
+def test_check_reset_says_what_reset_would_refuse_and_changes_nothing():
+    t = make()
+    t.step()
+    with pytest.raises(ConfigError, match="n_embd=33 is not divisible by n_head=2"):
+        t.check_reset(n_embd=33)
+    with pytest.raises(LmlabError, match="pick a shorter context"):
+        t.check_reset(block_size=10**6)
+    shape, dataset = t.check_reset(n_layer=1, block_size=8)
+    assert shape.n_layer == 1 and dataset.block_size == 8
+    assert t.step_count == 1 and t.model.config.n_layer == 2 and t.dataset.block_size == 16
+
+
+def test_a_reset_that_unpins_the_schedule_tells_a_config_event():
+    t = make(max_steps=20)
+    t.step()
+    seen = []
+    t.on("config", lambda trainer, changed: seen.append(changed))
+    t.update_config(max_steps=40)  # after training began: the schedule is pinned at 20
+    assert seen == [{"max_steps": 40, "lr_decay_steps": 20}]
+    t.reset()
+    assert seen[-1] == {"lr_decay_steps": None} and t.config.lr_decay_steps is None

@@ -360,3 +360,13 @@ def test_score_is_the_models_cross_entropy():
         score(model, TOK, "a")
     with pytest.raises(TokenizerError):
         score(model, TOK, "xyz")
+
+
+def test_the_stepper_still_imports_from_sampling_with_a_deprecation_warning():
+    import lmlab.sampling as sampling
+
+    with pytest.warns(DeprecationWarning, match="lmlab.stepper.Stepper"):
+        old = sampling.Stepper
+    assert old is Stepper
+    with pytest.raises(AttributeError):
+        sampling.Nothing  # noqa: B018

@@ -187,5 +187,14 @@ def test_the_stepper_owns_its_settings_and_the_sliders_mirror_them(model, tok):
     assert changes == [(0.3, None, None), (0.3, 5, None)]  # no setting touched
     assert w.stepper.new_ids == [s.id for s in Stepper(model, tok, "the ", temperature=0).run(
         len(w.stepper.steps))]
-    w.top_p.value = 1.0  # already off: nothing changes
-    assert len(changes) == 2
+    w.top_p.value = 0.5
+    w.top_p.value = 1.0  # 1: off
+    assert changes[-2:] == [(0.3, 5, 0.5), (0.3, 5, None)]
+    w.stepper.set(temperature=3.0, top_p=0.01)  # outside the sliders' ranges: they widen
+    assert (w.temperature.value, w.top_p.value) == (3.0, 0.01)
+    assert (w.stepper.temperature, w.stepper.top_p) == (3.0, 0.01)
+    greedy = w.stepper.steps[-1]
+    assert greedy.sampled and greedy.prob == 1.0  # a greedy step, not a token chosen by hand
+    w.close()
+    w.stepper.set(temperature=0.5)
+    assert w.temperature.value == 3.0  # a closed view no longer follows

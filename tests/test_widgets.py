@@ -367,7 +367,9 @@ def test_a_setting_changed_outside_the_dashboard_survives_its_buttons(tmp_path, 
         expect = (3e-4, 3, 40)  # the rate of that step; the batch size stays
     assert (dash.lr_input.value, dash.batch_input.value, dash.steps_input.value) == \
         tuple(str(v) for v in expect)
+    before = t.step_count
     (dash.start_button if press == "start" else dash.step_button).click()
+    wait_for(lambda: t.step_count > before)
     t.stop()
     assert (t.config.learning_rate, t.config.batch_size, t.config.max_steps) == expect
     assert t.history.last()["lr"] <= expect[0]
@@ -410,8 +412,28 @@ def test_the_eta_counts_every_micro_batch_of_a_step():
     rows = t.history.rows()
     per_step = t.config.batch_size * t.config.grad_accum_steps * t.dataset.block_size
     seconds = sum(per_step / r["tokens_per_s"] for r in rows[-20:]) / len(rows[-20:])
-    eta = dash.stats.value.split("ETA ")[1].split("<")[0]
-    minutes, secs = eta.split(":")
-    shown = int(minutes) * 60 + int(secs)
+    eta = dash.stats.value.split("ETA ")[1].split("<")[0]  # m:ss or h:mm:ss
+    shown = 0
+    for part in eta.split(":"):
+        shown = shown * 60 + int(part)
     expected = (t.config.max_steps - t.step_count) * seconds  # minutes: 4x what the old ETA said
     assert expected > 60 and abs(shown - expected) <= 0.2 * expected, (shown, expected)
+
+
+def test_the_model_boxes_follow_a_reset_made_in_a_cell():
+    t = make_trainer()
+    dash = TrainingDashboard(t, sample_every=0, refresh=0.05)
+    t.reset(n_layer=2, n_embd=32)
+    assert (dash.layers_input.value, dash.width_input.value) == (2, 32)
+    dash.reset_button.click()  # Reset again: the shape the boxes show, the new one
+    assert (t.model.config.n_layer, t.model.config.n_embd) == (2, 32)
+
+
+def test_sample_every_in_words_and_refused_by_the_trainer():
+    t = make_trainer()
+    dash = TrainingDashboard(t, sample_every=5, refresh=0.05)
+    dash.sample_every_input.value = "often"
+    assert "sample every 'often' is not a whole number" in dash.error.value
+    dash.sample_every_input.value = "-3"  # a number the trainer refuses, in the box's words
+    assert "sample every -3 must be a whole number of steps" in dash.error.value
+    assert t.sampling.every == 5 and dash.sample_every_input.value == "5"

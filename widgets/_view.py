@@ -257,8 +257,10 @@ def message_html(message: str, kind: str) -> str:
 
 def in_words(message: str, words: dict[str, str]) -> str:
     """The engine's `message` with its setting names said as a view labels them:
-    `learning_rate=0.5` becomes `learning rate 0.5`, `batch_size` becomes `batch size`."""
+    `learning_rate=0.5` becomes `learning rate 0.5`, `batch_size` becomes `batch size`. A
+    name without an underscore (`every`) is an English word too: only `every=` is said."""
     for name, label in words.items():
         message = re.sub(rf"\b{name}=", f"{label} ", message)
-        message = re.sub(rf"\b{name}\b", label, message)
+        if "_" in name:
+            message = re.sub(rf"\b{name}\b", label, message)
     return message

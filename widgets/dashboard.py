@@ -231,6 +231,15 @@ class TrainingDashboard(View, W.VBox):
         self.refresh_snapshot()
 
     def _on_trainer_reset(self, trainer, _):
+        """New weights (reset, rollback, restore, from a cell or here): the model boxes show
+        the model's shape, the curves start again."""
+        mc = trainer.model.config
+        self._mirroring = True
+        try:
+            self.layers_input.value, self.heads_input.value = mc.n_layer, mc.n_head
+            self.width_input.value, self.context_input.value = mc.n_embd, mc.block_size
+        finally:
+            self._mirroring = False
         self.curves.reset()
         self._draw_samples()
         self.redraw(force=True)
@@ -312,10 +321,13 @@ class TrainingDashboard(View, W.VBox):
             return
         every = self.sample_every_input.value.strip()
         try:
-            if not every.isdigit():
-                raise LmlabError(f"sample every {every!r} must be a whole number of steps (0: never)")
             try:
-                self.trainer.set_sampling(prompt=self.prompt_input.value, every=int(every))
+                steps = int(every)
+            except ValueError:
+                raise LmlabError(f"sample every {every!r} is not a whole number of steps (0: never); "
+                                 "type e.g. 250") from None
+            try:
+                self.trainer.set_sampling(prompt=self.prompt_input.value, every=steps)
             except LmlabError as e:
                 raise LmlabError(f"prompt {self.prompt_input.value!r}: {in_words(str(e), WORDS)}") \
                     from None
@@ -395,7 +407,7 @@ class TrainingDashboard(View, W.VBox):
     def _sync_buttons(self):
         t = self.trainer
         state = t.state
-        if state != self._last_state and self._last_state is not None and state != "failed":
+        if state != self._last_state and self._last_state is not None and t.error is None:
             self.clear_error(keep_view_errors=True)  # a stale error goes when the state changes
         self._last_state = state
         blocking = t.is_alive and t.driver == "blocking"

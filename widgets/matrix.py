@@ -3,11 +3,11 @@ key columns, the tokens on both axes.
 
 A plotly heatmap of 128 x 128 took 85-150 ms from a click to its redraw in Chromium here
 (the figure's JSON, hover text per cell, a relayout), over the 100 ms that reads as
-instant. Here a head travels as one binary buffer, attention x 65535 as uint16 [T, T]
-(2 bytes a cell: 32 kB at 128 tokens, 2 MB at GPT-2's 1,024); the token labels travel
-once per text. Hovering names both tokens and the weight, and a click on a row focuses
-its query token, outlined at once in the page (no kernel round trip); the outline of a
-focus set from the kernel is drawn the same way.
+instant. Here a head travels as one binary buffer, attention x 65535 as uint16, 2 bytes
+a cell, for a causal head only the lower triangle (16 kB at 128 tokens, 1 MB at GPT-2's
+1,024); the token labels travel once per text. Hovering names both tokens and the
+weight, and a click on a row focuses its query token, outlined at once in the page (no
+kernel round trip); the outline of a focus set from the kernel is drawn the same way.
 """
 
 from __future__ import annotations
@@ -46,15 +46,24 @@ class AttentionMatrix(CanvasView):
             raise ValueError(f"{len(tokens)} tokens for a {T} x {T} matrix")
         if tokens is None and len(self.tokens) != T:
             raise ValueError(f"the view has {len(self.tokens)} tokens; pass the {T} of this matrix")
-        cells = np.rint(matrix.detach().float().clamp(0, 1).cpu().numpy() * SCALE).astype("<u2")
-        raw = (cells[np.tril_indices(T)] if self.causal else cells).tobytes()
+        self._cells = np.rint(matrix.detach().float().clamp(0, 1).cpu().numpy() * SCALE).astype("<u2")
         with self.hold_sync():
-            self._put(raw)
+            self._pack()
             if tokens is not None and list(tokens) != list(self.tokens):
                 self.tokens = list(tokens)
             if self.focus >= T:
                 self.focus = -1
             self.size, self.title = T, title
+
+    def _pack(self) -> None:
+        """Send the kept cells, the causal triangle only or the whole square."""
+        cells = self._cells
+        self._put((cells[np.tril_indices(len(cells))] if self.causal else cells).tobytes())
+
+    @traitlets.observe("causal")
+    def _repack(self, change) -> None:
+        if getattr(self, "_cells", None) is not None:
+            self._pack()
 
     def values(self) -> torch.Tensor:
         """What is shown, float32 [T, T] (to 1 / 65535; masked cells 0)."""

@@ -137,7 +137,7 @@ class SamplingStepper(View, W.VBox):
                              (self.top_p, "top_p")):
             box.observe(self.guarded(lambda c, setting=setting: self._refilter(setting, c["new"])),
                         "value")
-        self.stepper.on_settings(self._mirror)
+        self._subscriptions.append(self.stepper.on_settings(self._mirror))  # close() removes it
         self.candidates.observe(self.guarded(lambda _: self._draw_bars()), "value")
         self.seed.observe(self.guarded(lambda c: self._reseed(c["new"])), "value")
         self.speed.observe(lambda c: setattr(self.play, "interval", c["new"]), "value")
@@ -207,9 +207,13 @@ class SamplingStepper(View, W.VBox):
         sliders show them."""
         self._mirroring = True
         try:
+            # a slider clamps what is out of its range: widen it to show the stepper's value
+            self.temperature.max = max(self.temperature.max, stepper.temperature)
             self.temperature.value = stepper.temperature
             self.top_k.value = stepper.top_k or 0
-            self.top_p.value = 1.0 if stepper.top_p is None else stepper.top_p
+            top_p = 1.0 if stepper.top_p is None else stepper.top_p
+            self.top_p.min = min(self.top_p.min, top_p)
+            self.top_p.value = top_p
         finally:
             self._mirroring = False
         self._draw_bars()

@@ -209,8 +209,9 @@ def report(name: str, samples: dict) -> None:
 
 
 def test_big_view_at_the_whole_context(jlab_only, page):
-    """GPT-2's 1,024-token context, characters: a head switch sends 2 MB (1,024 x 1,024 x 2
-    bytes) and the canvas paints a million cells; a click on a row still runs no model."""
+    """GPT-2's 1,024-token context, characters: a head switch sends 1 MB (the causal
+    triangle, 2 bytes a cell) and the canvas paints a million cells; a click on a row still
+    runs no model."""
     jlab = jlab_only
     nbformat.write(notebook("characters", 1024), jlab.server.root / "context.ipynb")
     jlab.open("context.ipynb")
