@@ -307,8 +307,15 @@ class RunControl:
     def manual_step(self):
         """Run one step outside a run (idle, ended or paused); returns what step() returns.
         On the main thread an interrupt during it takes effect after it: KeyboardInterrupt
-        is raised once the step is whole."""
+        is raised once the step is whole. Another step by hand in progress (e.g. a click
+        handled on another thread) is waited for: steps by hand take turns."""
         with self._cond:
+            if self._in_step and self._state not in ("running", "pausing", "stopping"):
+                if self._step_is_mine():
+                    raise TrainerStateError("a step's own callbacks cannot step by hand: the step "
+                                            "in progress has not ended")
+                self._check_can_wait("step")
+                self._cond.wait_for(lambda: not self._in_step)
             if self._state in ("running", "pausing", "stopping") or self._in_step:
                 raise TrainerStateError(
                     f"cannot step by hand while the trainer is {self._state}; pause() or stop() it "

@@ -729,3 +729,33 @@ def test_a_reset_that_unpins_the_schedule_tells_a_config_event():
     assert seen == [{"max_steps": 40, "lr_decay_steps": 20}]
     t.reset()
     assert seen[-1] == {"lr_decay_steps": None} and t.config.lr_decay_steps is None
+
+
+def test_steps_by_hand_from_two_threads_take_turns():
+    """Two clicks on Step handled on two threads (ipykernel 7's subshells): the second waits
+    for the first instead of being refused."""
+    t = make()
+    inside, release = threading.Event(), threading.Event()
+    t.on("step", lambda trainer, row: row["step"] == 1 and (inside.set(), release.wait(10)))
+    first = threading.Thread(target=t.step)
+    first.start()
+    assert inside.wait(10)
+    errors = []
+
+    def second():
+        try:
+            t.step()
+        except Exception as e:  # noqa: BLE001 - what the old code raised is the point
+            errors.append(e)
+
+    other = threading.Thread(target=second)
+    other.start()
+    time.sleep(0.2)
+    assert t.step_count == 1 and other.is_alive()  # waiting its turn
+    release.set()
+    first.join(10)
+    other.join(10)
+    assert errors == [] and t.step_count == 2
+    t.on("step", lambda trainer, row: trainer.step() if row["step"] == 3 else None)
+    t.step()  # a step's own observer stepping again would wait for itself: refused, noted
+    assert t.step_count == 3 and "own callbacks cannot step" in t.warnings[-1]

@@ -51,9 +51,10 @@ def chart_points(jlab, page=None) -> int:
 
 
 def wait_until(predicate, timeout=60.0, what="condition"):
+    """Wait for `predicate()`; `what` names it in the failure (a callable: said then)."""
     end = time.monotonic() + timeout
     while not predicate():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
+        assert time.monotonic() < end, f"timed out waiting for {what() if callable(what) else what}"
         time.sleep(0.2)
 
 
@@ -206,7 +207,9 @@ def test_the_dashboard_fits_a_projector(jlab_only, width):
     time.sleep(1.0)
     for _ in range(3):
         jlab.click(".lmlab-step-once")
-    wait_until(lambda: step_count(jlab) == 3, what="three steps")
+    wait_until(lambda: step_count(jlab) == 3,
+               what=lambda: f"three steps (the dashboard shows step {step_count(jlab)}, its error "
+                            f"box {jlab.text('.lmlab-error')!r})")
     time.sleep(0.5)
     overflow = page.evaluate("""() => {
         const root = document.querySelector('.lmlab-dashboard');

@@ -134,40 +134,59 @@ def matrix(page) -> dict:
                          " return c ? {...c.dataset} : {}; }")
 
 
-@pytest.mark.parametrize("vocab", ["characters", "gpt2-vocab"])
-def test_clicks_redraw_what_they_change(jlab_only, page, vocab):
-    jlab = jlab_only
-    nbformat.write(notebook(vocab), jlab.server.root / "views.ipynb")
-    jlab.open("views.ipynb")
+HEADS = [(layer, head) for layer in range(12) for head in range(12)][1:CLICKS + 1]
+
+
+def open_explorer(jlab, page, vocab: str, tokens: int) -> tuple[list, int]:
+    """The views notebook on `tokens` tokens, run up to the explorer drawn; returns the
+    forward counter's `runs` and the forwards so far."""
+    name = f"views-{vocab}-{tokens}.ipynb"
+    nbformat.write(notebook(vocab, tokens), jlab.server.root / name)
+    jlab.open(name)
     run_cell(jlab, 0)
     wait_until(lambda: "ready" in cell_output(jlab, 0), timeout=300, what="the model")
-    assert cell_output(jlab, 0).split()[1] == "128"
+    assert cell_output(jlab, 0).split()[1] == str(tokens)
     run_cell(jlab, 1)
     jlab.wait_for(GRID)
-    wait_until(lambda: "layer 0, head 0 " in matrix(page).get("title", ""), timeout=120, what="the big view")
+    wait_until(lambda: "layer 0, head 0 " in matrix(page).get("title", ""), timeout=300, what="the big view")
+    assert matrix(page)["size"] == str(tokens)
     page.locator(".lmlab-attention").first.scroll_into_view_if_needed()
     runs = [0]
-    built = forwards(jlab, runs)
-    assert built == 2  # the text's pass and the induction probe
-    samples = {"select a head": [], "focus a token": [], "knock a head out": [], "Step": []}
+    return runs, forwards(jlab, runs)
 
-    heads = [(layer, head) for layer in range(12) for head in range(12)][1:CLICKS + 1]
-    for layer, head in heads:
+
+def select_and_focus(page, tokens: int, stride: int) -> dict:
+    """Click CLICKS heads on the overview, then CLICKS rows of the big view (every
+    `stride`-th, scrolled to where below the fold); the milliseconds of each."""
+    samples = {"select a head": [], "focus a token": []}
+    for layer, head in HEADS:
         arg = {"title": f"layer {layer}, head {head} ", "drawn": int(matrix(page)["drawn"])}
         samples["select a head"].append(
             timed(page, HEAD_SHOWN, arg, lambda: grid_click(page, layer, head)))
-
     page.locator(".lmlab-attention .lmlab-matrix-canvas").first.scroll_into_view_if_needed()
     for n in range(CLICKS):
-        point = cell_point(page, (n * 37 + 5) % 128)
+        point = cell_point(page, (n * stride + 5) % tokens)
+        if point["y"] > page.viewport_size["height"] - 2:  # below the fold: scroll to it
+            page.mouse.wheel(0, point["y"] - page.viewport_size["height"] / 2)
+            page.wait_for_timeout(100)
+            point = cell_point(page, (n * stride + 5) % tokens)
         row = point["row"]
         samples["focus a token"].append(timed(page, PREDICTIONS, f"after position {row} (",
                                               lambda: page.mouse.click(point["x"], point["y"])))
         assert matrix(page)["focus"] == str(row)  # its row and column outlined
+    return samples
+
+
+@pytest.mark.parametrize("vocab", ["characters", "gpt2-vocab"])
+def test_clicks_redraw_what_they_change(jlab_only, page, vocab):
+    jlab = jlab_only
+    runs, built = open_explorer(jlab, page, vocab, 128)
+    assert built == 2  # the text's pass and the induction probe
+    samples = {**select_and_focus(page, 128, 37), "knock a head out": [], "Step": []}
     assert forwards(jlab, runs) == built  # selecting and focusing read the kept pass
 
     knock = page.locator(".lmlab-attention button", has_text="Knock out this head").first
-    for layer, head in heads[::-1]:
+    for layer, head in HEADS[::-1]:
         grid_click(page, layer, head)
         wait_until(lambda: f"layer {layer}, head {head} " in matrix(page)["title"],
                    what=f"head {layer}, {head}")
@@ -176,11 +195,11 @@ def test_clicks_redraw_what_they_change(jlab_only, page, vocab):
         knock.click()  # back on: the next head is knocked out alone
         wait_until(lambda: "knocked out" not in page.locator(".lmlab-attention .lmlab-predictions")
                    .first.inner_text(), what="the head back on")
-    assert forwards(jlab, runs) == built + len(heads)  # one ablated pass per head
+    assert forwards(jlab, runs) == built + len(HEADS)  # one ablated pass per head
     run_cell(jlab, 4)
     wait_until(lambda: "knock_ms" in cell_output(jlab, 4), what="the kernel's knock-out times")
     samples["(knock: its kernel side)"] = json.loads(cell_output(jlab, 4).split("knock_ms", 1)[1])
-    assert len(samples["(knock: its kernel side)"]) == len(heads)
+    assert len(samples["(knock: its kernel side)"]) == len(HEADS)
 
     run_cell(jlab, 2)
     jlab.wait_for(".lmlab-stepper .lmlab-chips")
@@ -213,34 +232,8 @@ def test_big_view_at_the_whole_context(jlab_only, page):
     triangle, 2 bytes a cell) and the canvas paints a million cells; a click on a row still
     runs no model."""
     jlab = jlab_only
-    nbformat.write(notebook("characters", 1024), jlab.server.root / "context.ipynb")
-    jlab.open("context.ipynb")
-    run_cell(jlab, 0)
-    wait_until(lambda: "ready" in cell_output(jlab, 0), timeout=300, what="the model")
-    assert cell_output(jlab, 0).split()[1] == "1024"
-    run_cell(jlab, 1)
-    jlab.wait_for(GRID)
-    wait_until(lambda: "layer 0, head 0 " in matrix(page).get("title", ""), timeout=300, what="the big view")
-    assert matrix(page)["size"] == "1024"
-    page.locator(".lmlab-attention").first.scroll_into_view_if_needed()
-    runs = [0]
-    built = forwards(jlab, runs)
-    samples = {"select a head": [], "focus a token": []}
-    for layer, head in [(layer, head) for layer in range(12) for head in range(12)][1:CLICKS + 1]:
-        arg = {"title": f"layer {layer}, head {head} ", "drawn": int(matrix(page)["drawn"])}
-        samples["select a head"].append(
-            timed(page, HEAD_SHOWN, arg, lambda: grid_click(page, layer, head)))
-    page.locator(".lmlab-attention .lmlab-matrix-canvas").first.scroll_into_view_if_needed()
-    for n in range(CLICKS):
-        point = cell_point(page, (n * 311 + 5) % 1024)
-        if point["y"] > page.viewport_size["height"] - 2:  # rows below the fold: scroll to them
-            page.mouse.wheel(0, point["y"] - page.viewport_size["height"] / 2)
-            page.wait_for_timeout(100)
-            point = cell_point(page, (n * 311 + 5) % 1024)
-        row = point["row"]
-        samples["focus a token"].append(timed(page, PREDICTIONS, f"after position {row} (",
-                                              lambda: page.mouse.click(point["x"], point["y"])))
-        assert matrix(page)["focus"] == str(row)
+    runs, built = open_explorer(jlab, page, "characters", 1024)
+    samples = select_and_focus(page, 1024, 311)
     assert forwards(jlab, runs) == built  # selecting and focusing read the kept pass
     jlab.screenshot("views-1024")
     report("characters-1024", samples)
