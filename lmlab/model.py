@@ -43,6 +43,7 @@ class GPTConfig(Checked):
     dropout: float = 0.0
     bias: bool = True  # biases in Linear and LayerNorm layers, as GPT-2
     activation: str = "gelu"  # the MLP's: "gelu" (exact, erf) or "gelu_tanh" (GPT-2's "gelu_new")
+    attn_only: bool = False  # blocks without an MLP (and its norm): the circuits lessons' models
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -57,6 +58,8 @@ class GPTConfig(Checked):
             )
         if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout={self.dropout!r} must be in [0, 1), e.g. 0.0 or 0.2")
+        if not isinstance(self.attn_only, bool):
+            raise ConfigError(f"attn_only={self.attn_only!r} must be True or False")
         if self.activation not in ACTIVATIONS:
             raise ConfigError(f"activation={self.activation!r}; choose one of {sorted(ACTIVATIONS)} "
                               "('gelu_tanh' is the tanh approximation GPT-2 was trained with)")
@@ -159,6 +162,9 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
+    """Attention then MLP, each added to the residual stream; attention only where
+    `config.attn_only` (no ln_2, mlp, hook_resid_mid or hook_mlp_out)."""
+
     def __init__(self, config: GPTConfig):
         super().__init__()
         # the residual stream [B, T, C] and what is added to it, at named points (lmlab.hooks),
@@ -166,15 +172,22 @@ class Block(nn.Module):
         self.hook_resid_pre = HookPoint()
         self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.attn = CausalSelfAttention(config)
-        self.hook_attn_out, self.hook_resid_mid = HookPoint(), HookPoint()
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.mlp = MLP(config)
-        self.hook_mlp_out, self.hook_resid_post = HookPoint(), HookPoint()
+        self.hook_attn_out = HookPoint()
+        self.mlp = None
+        if not config.attn_only:
+            self.hook_resid_mid = HookPoint()
+            self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+            self.mlp = MLP(config)
+            self.hook_mlp_out = HookPoint()
+        self.hook_resid_post = HookPoint()
 
     def forward(self, x, cache=None, layer=0):
         x = self.hook_resid_pre(x)
-        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln_1(x), cache, layer)))
-        return self.hook_resid_post(x + self.hook_mlp_out(self.mlp(self.ln_2(x))))
+        x = x + self.hook_attn_out(self.attn(self.ln_1(x), cache, layer))
+        if self.mlp is not None:
+            x = self.hook_resid_mid(x)
+            x = x + self.hook_mlp_out(self.mlp(self.ln_2(x)))
+        return self.hook_resid_post(x)
 
 
 class FinalNorm(nn.LayerNorm):

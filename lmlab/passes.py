@@ -10,11 +10,13 @@ asks again: selecting a head, focusing a token or opening a second view runs no 
 
 Memory: each model keeps its last `MAX_PASSES` passes and at most `MAX_BYTES` of them (the
 newest always stays). A pass stores logits float32 [T, V], attention float16 [L, H, T, T]
-and streams float32 [L + 1, T, C]: GPT-2 small on 128 tokens is 25.7 + 4.7 + 5.0 MB.
+and streams float32 [L + 1, T, C], and for lmlab's GPT each head's output z and each MLP's
+output, float32 [L, T, C] each: GPT-2 small on 128 tokens is 25.7 + 4.7 + 5.0 + 9.4 MB.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import weakref
 from collections import OrderedDict
@@ -27,6 +29,7 @@ from . import interpret
 from .adapt import context_length, display, token_ids
 from .errors import ConfigError
 from .hooks import hooks
+from .model import GPT
 from .reading import reading, weights_version
 
 MAX_PASSES = 4
@@ -45,11 +48,13 @@ class Pass:
     attention: torch.Tensor | None  # float16 [L, H, T, T], query rows, key columns (None: ablated passes)
     streams: torch.Tensor | None  # float32 [L + 1, T, C], before the final norm (None: ablated passes)
     summary: interpret.HeadTable | None = None  # scores of each head, from the float32 attention
+    z: torch.Tensor | None = None  # float32 [L, T, H, D]: each head's output before c_proj (lmlab's GPT)
+    mlp_out: torch.Tensor | None = None  # float32 [L, T, C]: each MLP's output (None: attention only)
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.logits, self.attention, self.streams)
-                   if t is not None)
+        return sum(t.numel() * t.element_size()
+                   for t in (self.logits, self.attention, self.streams, self.z, self.mlp_out) if t is not None)
 
     def loss(self) -> float:
         """Mean next-token cross-entropy over the text (nats); nan for one token."""
@@ -116,12 +121,28 @@ def run_pass(model, ids: list[int], tokenizer=None) -> Pass:
     with reading(model):
         version = weights_version(model)
         idx = torch.tensor([ids], device=next(model.parameters()).device)
-        logits, attention, streams = interpret.read_pass(model, idx)
+        parts = {}
+        record = ([(_is_part, lambda x, hook: parts.__setitem__(hook.name, x[0].float().cpu()))]
+                  if isinstance(model, GPT) else [])
+        with (hooks(model, record) if record else contextlib.nullcontext()):
+            logits, attention, streams = interpret.read_pass(model, idx)
         calls["passes"] += 1
     weights = interpret.Attention(attention, [], ids)
+    z = [parts[n] for n in sorted(parts, key=_layer) if n.endswith("hook_z")]
+    mlp = [parts[n] for n in sorted(parts, key=_layer) if n.endswith("hook_mlp_out")]
     return Pass(ids=ids, tokens=[display(tokenizer)(i) for i in ids], version=version,
                 logits=logits.float().cpu(), attention=attention.half(),
-                streams=torch.cat([s.float().cpu() for s in streams]), summary=interpret.head_summary(weights))
+                streams=torch.cat([s.float().cpu() for s in streams]), summary=interpret.head_summary(weights),
+                z=torch.stack(z) if z else None, mlp_out=torch.stack(mlp) if mlp else None)
+
+
+def _is_part(name: str) -> bool:
+    """The points a pass keeps for attribution: each head's output and each MLP's."""
+    return name.endswith("attn.hook_z") or name.endswith("hook_mlp_out")
+
+
+def _layer(name: str) -> int:
+    return int(name.split(".")[1])
 
 
 def cached_pass(model, text_or_ids, tokenizer=None) -> Pass:
@@ -134,6 +155,11 @@ def cached_pass(model, text_or_ids, tokenizer=None) -> Pass:
         found = run_pass(model, ids, tokenizer)
         store.put(("pass", found.version, tuple(ids)), found)
     return found
+
+
+def kept_pass(model, ids: list[int]) -> Pass | None:
+    """The pass of `ids` kept for the model's current weights, or None (runs nothing)."""
+    return _store(model).peek(("pass", weights_version(model), tuple(ids)))
 
 
 def cached_ablation(model, ids: list[int], heads, mode: str = "zero") -> Pass:

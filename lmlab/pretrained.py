@@ -31,11 +31,18 @@ HF_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": 
 _TO_HF_ACTIVATION = {"gelu": "gelu", "gelu_tanh": "gelu_new"}
 
 
+def _exportable(config: GPTConfig) -> None:
+    if config.attn_only:
+        raise ConfigError("an attention-only model (attn_only=True) has no MLPs, and Hugging Face's "
+                          "GPT-2 always has one: it cannot be exported to transformers")
+
+
 def gpt2_config_for(config: GPTConfig):
     """A `transformers.GPT2Config` of the same shape and activation as `config`, with
     eager attention so attention probabilities can be returned."""
     from transformers import GPT2Config
 
+    _exportable(config)
     hf = GPT2Config(
         vocab_size=config.vocab_size,
         n_positions=config.block_size,
@@ -56,6 +63,7 @@ def gpt2_config_for(config: GPTConfig):
 
 def to_hf_state_dict(model: GPT) -> dict:
     """lmlab weights under GPT2LMHeadModel's names; missing biases become zeros."""
+    _exportable(model.config)
     out = {}
     for name, tensor in model.state_dict().items():
         t = tensor.t() if name.endswith(_CONV1D) else tensor

@@ -1,0 +1,252 @@
+"""Activation patching: which activations carry what makes a clean text's answer differ
+from a corrupted one's.
+
+Two texts of the same length T differ in a token or a few. The metric is the logit
+difference at `position` (by default the last) between the clean answer and the corrupted
+answer: m = logit[answer] - logit[wrong]. Each cell runs the corrupted text with one clean
+activation put back and reports how much of the metric that restores,
+
+    restored = (m_patched - m_corrupted) / (m_clean - m_corrupted)    0: corrupted, 1: clean
+
+for three kinds of activation, as TransformerLens's `patching` module names them:
+
+    resid_pre  [L, T]  the residual stream entering block l at one position
+    heads      [L, H]  one head's output (hook_z) at every position
+    mlps       [L, T]  one MLP's output at one position (not for attention-only models)
+
+Batched: the cells of one layer (its positions, or its heads) run as one batch, and each
+starts at block l from the corrupted run's own stream (the blocks before l would compute
+what they computed then); only the metric's position goes through the unembedding. Each
+cell keeps the patched run's k likeliest tokens at `position`, so a view shows them on a
+click without running the model.
+
+    p = patch(model, "the cat sat", "the dog sat", tokenizer)
+    p.resid[1, 4]; p.predictions("heads", 1, 2)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from .adapt import context_length, display, token_ids
+from .errors import ConfigError
+from .hooks import hooks, run_with_cache
+from .model import GPT
+from .reading import reading, weights_version
+
+KINDS = ("resid_pre", "heads", "mlps")
+POSITIONS_PER_BATCH = 65536  # rows × positions of one batch: T = 32 runs a layer's 32 cells at once
+
+
+@dataclass(eq=False)
+class Patching:
+    """The restored fraction of every cell (nan where not run: a stopped grid), and what
+    each patched run predicts at `position`. Shapes: L blocks, T positions, H heads, k kept."""
+
+    clean_ids: list[int]
+    corrupted_ids: list[int]
+    clean_tokens: list[str]  # display strings
+    corrupted_tokens: list[str]
+    position: int  # where the metric is read (0..T-1)
+    answer: int
+    wrong: int
+    answer_token: str
+    wrong_token: str
+    clean_metric: float  # logit[answer] - logit[wrong] on the clean text
+    corrupted_metric: float  # the same on the corrupted text
+    grids: dict = field(default_factory=dict)  # kind -> restored [L, T] or [L, H]
+    top_ids: dict = field(default_factory=dict)  # kind -> int64 [L, T or H, k]
+    top_probs: dict = field(default_factory=dict)  # kind -> float32 [L, T or H, k]
+    complete: bool = False  # every cell of every kind asked for was run
+    tokenizer: object = None
+
+    @property
+    def resid(self) -> torch.Tensor:
+        return self.grids["resid_pre"]
+
+    @property
+    def heads(self) -> torch.Tensor:
+        return self.grids["heads"]
+
+    @property
+    def mlps(self) -> torch.Tensor:
+        return self.grids["mlps"]
+
+    def predictions(self, kind: str, layer: int, index: int) -> list[tuple[str, float]]:
+        """The patched run's k likeliest tokens at `position`, (display string, probability),
+        for the cell (layer, position or head) of `kind`; [] for a cell not run."""
+        if kind not in self.grids:
+            raise ConfigError(f"no {kind!r} grid here; this one has {sorted(self.grids)}")
+        grid = self.grids[kind]
+        if not (0 <= layer < grid.size(0) and 0 <= index < grid.size(1)):
+            raise ConfigError(f"cell ({layer}, {index}) is outside the {kind} grid {list(grid.shape)}")
+        if math.isnan(float(grid[layer, index])):
+            return []
+        show = display(self.tokenizer)
+        return [(show(int(i)), float(p)) for i, p in
+                zip(self.top_ids[kind][layer, index], self.top_probs[kind][layer, index])]
+
+
+class Patcher:
+    """A patching grid run batch by batch, so that a view can show progress and stop it:
+
+        patcher = Patcher(model, clean, corrupted, tokenizer)
+        for done, total in patcher.steps(): ...   # one batch a step
+        patcher.result
+
+    The clean and corrupted texts run once, together, when it is made."""
+
+    def __init__(self, model, clean, corrupted, tokenizer=None, *, answer=None, wrong=None,
+                 position: int = -1, kinds=KINDS, k: int = 10, batch_size: int | None = None):
+        if not isinstance(model, GPT):
+            raise ConfigError(f"activation patching runs on lmlab's GPT, not a {type(model).__name__}")
+        limit = context_length(model)
+        clean_ids = token_ids(model, clean, tokenizer, limit)
+        corrupted_ids = token_ids(model, corrupted, tokenizer, limit)
+        T = len(clean_ids)
+        if len(corrupted_ids) != T:
+            raise ConfigError(f"the clean text is {T} tokens and the corrupted one {len(corrupted_ids)}; "
+                              "patching needs the same length (swap tokens, don't add or remove them)")
+        if isinstance(position, bool) or not isinstance(position, int) or not -T <= position < T:
+            raise ConfigError(f"position={position!r} is outside the texts' {T} tokens (0..{T - 1}, or -1)")
+        kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+        unknown = [kind for kind in kinds if kind not in KINDS]
+        if unknown or not kinds:
+            raise ConfigError(f"kinds={kinds!r}: choose from {list(KINDS)}")
+        if model.config.attn_only and "mlps" in kinds:
+            if kinds == ["mlps"]:
+                raise ConfigError("an attention-only model has no MLPs to patch; "
+                                  "use kinds=('resid_pre', 'heads')")
+            kinds.remove("mlps")  # the default asks for every kind: an attention-only model has two
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= model.config.vocab_size:
+            raise ConfigError(f"k={k!r} must be a whole number from 1 to the vocabulary size")
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                       or batch_size < 1):
+            raise ConfigError(f"batch_size={batch_size!r} must be a whole number of at least 1 (or None)")
+        self.model, self.kinds, self.k = model, kinds, k
+        self.position = position % T
+        self.batch_size = batch_size or max(1, POSITIONS_PER_BATCH // T)
+        with reading(model):
+            self.version = weights_version(model)
+            both = torch.tensor([clean_ids, corrupted_ids], device=model.device)
+            logits, cache = run_with_cache(model, both, lambda n: n.endswith(
+                ("hook_resid_pre", "attn.hook_z", "hook_mlp_out")))
+        self.cache = cache
+        last = logits[:, self.position].float()
+        answer = int(last[0].argmax()) if answer is None else self._token(answer, tokenizer, "answer")
+        wrong = int(last[1].argmax()) if wrong is None else self._token(wrong, tokenizer, "wrong")
+        show = display(tokenizer)
+        if answer == wrong:
+            raise ConfigError(f"the clean and the corrupted text both predict {show(answer)!r} at position "
+                              f"{self.position}; corrupt the text so that the answer changes, or pass "
+                              "answer= and wrong= (two different tokens)")
+        self.answer, self.wrong = answer, wrong
+        clean_metric, corrupted_metric = (float(v) for v in last[:, answer] - last[:, wrong])
+        if abs(clean_metric - corrupted_metric) < 1e-6:
+            raise ConfigError(f"the metric (logit of {show(answer)!r} minus {show(wrong)!r}) is the same on "
+                              "both texts, so nothing can be restored; corrupt a token the answer depends on")
+        L, H = model.config.n_layer, model.config.n_head
+        width = {"resid_pre": T, "heads": H, "mlps": T}
+        self.result = Patching(
+            clean_ids=clean_ids, corrupted_ids=corrupted_ids,
+            clean_tokens=[show(i) for i in clean_ids], corrupted_tokens=[show(i) for i in corrupted_ids],
+            position=self.position, answer=answer, wrong=wrong, answer_token=show(answer),
+            wrong_token=show(wrong), clean_metric=clean_metric, corrupted_metric=corrupted_metric,
+            grids={kind: torch.full((L, width[kind]), float("nan")) for kind in kinds},
+            top_ids={kind: torch.zeros(L, width[kind], k, dtype=torch.long) for kind in kinds},
+            top_probs={kind: torch.zeros(L, width[kind], k) for kind in kinds}, tokenizer=tokenizer)
+        self.jobs = [(kind, layer, start) for kind in kinds for layer in range(L)
+                     for start in range(0, width[kind], self.batch_size)]
+        self.done = 0
+
+    def _token(self, token, tokenizer, what: str) -> int:
+        if isinstance(token, str):
+            if tokenizer is None:
+                raise ConfigError(f"{what}={token!r} is text: pass the tokenizer, or the token's id")
+            ids = tokenizer.encode(token)
+            if len(ids) != 1:
+                raise ConfigError(f"{what}={token!r} is {len(ids)} tokens, not one")
+            return ids[0]
+        vocab = self.model.config.vocab_size
+        if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < vocab:
+            raise ConfigError(f"{what}={token!r} must be a token id from 0 to {vocab - 1}, or a one-token text")
+        return token
+
+    @property
+    def total(self) -> int:
+        """Batches in the whole grid."""
+        return len(self.jobs)
+
+    def steps(self):
+        """Run the batches not yet run, one per step; yields (batches done, total)."""
+        while self.done < len(self.jobs):
+            self.run_batch()
+            yield self.done, len(self.jobs)
+        self.result.complete = True
+
+    def run_batch(self) -> None:
+        """Run the next batch: the cells of one layer of one kind (or a slice of them)."""
+        kind, layer, start = self.jobs[self.done]
+        model, r = self.model, self.result
+        stop = min(start + self.batch_size, r.grids[kind].size(1))
+        rows = torch.arange(start, stop)
+        with reading(model):
+            if weights_version(model) != self.version:
+                raise ConfigError("the model's weights changed (a training step) since this patching began; "
+                                  "start it again, or pause training while it runs")
+            x = self.cache["resid_pre", layer][1:2].expand(len(rows), -1, -1).clone()  # the corrupted stream
+            clean = self.cache  # row 0: the clean text
+            fwd_hooks = []
+            if kind == "resid_pre":
+                x[torch.arange(len(rows)), rows] = clean["resid_pre", layer][0, rows]
+            elif kind == "heads":
+                def put_head(z, hook):
+                    z = z.clone()
+                    z[torch.arange(len(rows)), :, rows] = clean["z", layer][0, :, rows].transpose(0, 1)
+                    return z
+                fwd_hooks = [(f"blocks.{layer}.attn.hook_z", put_head)]
+            else:
+                def put_mlp(out, hook):
+                    out = out.clone()
+                    out[torch.arange(len(rows)), rows] = clean["mlp_out", layer][0, rows]
+                    return out
+                fwd_hooks = [(f"blocks.{layer}.hook_mlp_out", put_mlp)]
+            with hooks(model, fwd_hooks):
+                for block in model.transformer.h[layer:]:
+                    x = block(x)
+                logits = model.lm_head(model.transformer.ln_f(x[:, self.position])).float()  # [B, V]
+        metric = logits[:, self.answer] - logits[:, self.wrong]
+        r.grids[kind][layer, start:stop] = ((metric - r.corrupted_metric)
+                                            / (r.clean_metric - r.corrupted_metric)).cpu()
+        top = torch.softmax(logits, dim=-1).topk(self.k, dim=-1)
+        r.top_ids[kind][layer, start:stop] = top.indices.cpu()
+        r.top_probs[kind][layer, start:stop] = top.values.cpu()
+        self.done += 1
+
+    def run(self, progress: bool = True, stop=None) -> Patching:
+        """Run every batch left; a tqdm bar where it takes over a second (`progress`);
+        `stop()` returning True between batches ends it early (`result.complete` False)."""
+        from tqdm.auto import tqdm
+
+        with tqdm(total=self.total, initial=self.done, disable=not progress, delay=1.0,
+                  unit="batch", desc="patching", dynamic_ncols=True) as bar:
+            for _ in self.steps():
+                bar.update()
+                if stop is not None and stop() and self.done < self.total:
+                    break
+        return self.result
+
+
+def patch(model, clean, corrupted, tokenizer=None, *, answer=None, wrong=None, position: int = -1,
+          kinds=KINDS, k: int = 10, batch_size: int | None = None, progress: bool = True,
+          stop=None) -> Patching:
+    """Patch every cell of `kinds` (see the module) from the clean text into the corrupted
+    one (texts with `tokenizer`, or lists of ids; the same length). `answer` and `wrong`
+    (token ids or one-token texts) default to the clean and the corrupted text's likeliest
+    token at `position`. Read through `reading(model)`, between training steps."""
+    patcher = Patcher(model, clean, corrupted, tokenizer, answer=answer, wrong=wrong, position=position,
+                      kinds=kinds, k=k, batch_size=batch_size)
+    return patcher.run(progress=progress, stop=stop)
