@@ -121,8 +121,9 @@ class Patcher:
                 raise ConfigError("an attention-only model has no MLPs to patch; "
                                   "use kinds=('resid_pre', 'heads')")
             kinds.remove("mlps")  # the default asks for every kind: an attention-only model has two
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= model.config.vocab_size:
-            raise ConfigError(f"k={k!r} must be a whole number from 1 to the vocabulary size")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ConfigError(f"k={k!r} must be a whole number of at least 1 (predictions kept per cell)")
+        k = min(k, model.config.vocab_size)
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
                                        or batch_size < 1):
             raise ConfigError(f"batch_size={batch_size!r} must be a whole number of at least 1 (or None)")
