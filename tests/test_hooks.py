@@ -141,7 +141,7 @@ def bridge(tmp_path_factory):
     from _needs import need
 
     transformers = need("transformers", "pip install '.[hf]'")
-    need("transformer_lens", "pip install '.[tl]'")
+    need("transformer_lens", "pip install '.[interp]'")
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformer_lens.model_bridge import TransformerBridge
 

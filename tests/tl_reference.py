@@ -14,7 +14,6 @@ directions here are `ln_final.w * (W_U[:, target] - W_U[:, other])`.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -24,26 +23,10 @@ Metric = Callable[[torch.Tensor], torch.Tensor]  # logits [B, T, V] -> scalar te
 
 def boot_bridge(model, folder):
     """A `TransformerBridge` around a `GPT2LMHeadModel` holding `model`'s weights, booted offline
-    from `folder` (the HF model and a one-character-per-token WordLevel tokenizer of
-    `model.config.vocab_size` entries are saved there). Default numerics: no folding, float32."""
-    import transformers
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformer_lens.model_bridge import TransformerBridge
+    from `folder` (`lmlab.bench.peers.tl_twin`). Default numerics: no folding, float32."""
+    from lmlab.bench.peers import tl_twin
 
-    from lmlab.pretrained import gpt2_config_for, to_hf_state_dict
-
-    folder = Path(folder)
-    hf = transformers.GPT2LMHeadModel(gpt2_config_for(model.config)).eval()
-    hf.load_state_dict(to_hf_state_dict(model), strict=False)  # only the causal-mask buffers are left out
-    hf.save_pretrained(folder)
-    chars = [chr(97 + i) for i in range(model.config.vocab_size)]
-    words = Tokenizer(models.WordLevel({c: i for i, c in enumerate(chars)}, unk_token="a"))
-    words.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    transformers.PreTrainedTokenizerFast(tokenizer_object=words, unk_token="a", pad_token="a",
-                                         eos_token="a", bos_token="a").save_pretrained(folder)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)  # needs name_or_path: load, not build
-    bridge = TransformerBridge.boot_transformers(str(folder), hf_model=hf, tokenizer=tokenizer, device="cpu")
-    return bridge.eval()
+    return tl_twin(model, folder)
 
 
 def _ids(ids: torch.Tensor) -> torch.Tensor:

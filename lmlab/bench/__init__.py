@@ -15,6 +15,8 @@ printed, never asserted.
     views      the views on a GPT-2-shaped model: forwards and milliseconds per interaction in a
                real kernel, recording every activation vs a plain forward, training with the
                activation points unread vs none; with --browser, click-to-repaint in Chromium
+    interp     direct logit attribution vs a forward; the residual patching grid vs the forwards it
+               stands for, and vs TransformerLens 4's patching on the same weights
     device     the checks that need a CUDA GPU (CUDA, bf16, fused AdamW, compile, restore,
                MFU, the views' pass), one table; without a GPU it says so and exits 0
 """

@@ -1,4 +1,4 @@
-"""`python -m lmlab.bench {forward,train,quality,attention,sampling,distributed,dashboard,views,device}`
+"""`python -m lmlab.bench {forward,train,quality,attention,sampling,distributed,dashboard,views,device,interp}`
 (see lmlab.bench)."""
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m lmlab.bench", description=DOC,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", choices=["forward", "train", "quality", "attention", "sampling",
-                                          "distributed", "dashboard", "views", "device"])
+                                          "distributed", "dashboard", "views", "device", "interp"])
     parser.add_argument("--rounds", type=int, default=None, help="alternating rounds (speed)")
     parser.add_argument("--seeds", type=int, default=1, help="quality: how many seeds")
     parser.add_argument("--browser", action="store_true", help="views: also click in Chromium")
     parser.add_argument("--device", default=None, help="device: where to run the GPU checks (default cuda)")
     parser.add_argument("--quick", action="store_true", help="device: the checks small, no compile")
+    parser.add_argument("--no-peer", action="store_true", help="interp: without TransformerLens")
     args = parser.parse_args(argv)
     rounds = {"rounds": args.rounds} if args.rounds else {}
     if args.which == "device":
@@ -47,6 +48,10 @@ def main(argv=None):
         from .distributed import bench_distributed
 
         bench_distributed(**rounds)
+    elif args.which == "interp":
+        from .interp import bench_interp
+
+        bench_interp(**rounds, peer=not args.no_peer)
     elif args.which == "quality":
         from .quality import bench_quality
 
