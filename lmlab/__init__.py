@@ -4,7 +4,7 @@ The engine (this package) is plain PyTorch and imports no notebook library;
 the widgets live in `lmlab.widgets`.
 """
 
-from . import checkpoint
+from . import attribution, checkpoint, circuits, patching
 from .data import CORPORA, TokenDataset, load_corpus
 from .errors import (
     CheckpointError,
@@ -20,6 +20,7 @@ from .errors import (
     TrainingError,
 )
 from .finetune import finetune, from_scratch
+from .attribution import logit_attribution
 from .interpret import capture_attention, logit_lens
 from .model import GPT, GPTConfig, best_device
 from .pretrained import from_pretrained
@@ -36,6 +37,7 @@ __all__ = [
     "load_corpus", "TokenDataset", "CORPORA", "checkpoint",
     "Trainer", "TrainConfig", "generate", "next_token_distribution", "reading",
     "capture_attention", "logit_lens", "from_pretrained",
+    "attribution", "patching", "circuits", "logit_attribution",
     "finetune", "from_scratch", "Stepper", "distribution", "beam_search", "score",
     "LmlabError", "ConfigError", "TokenizerError", "CorpusError", "CorpusUnavailable",
     "ChecksumError", "DataError", "CheckpointError", "TrainerStateError", "TrainingError",

@@ -67,15 +67,19 @@ def bench_interp(rounds: int = 3, peer: bool = True) -> dict:
         def grid():
             Patcher(model, clean, corrupted, answer=answer, wrong=wrong, kinds="resid_pre").run(progress=False)
 
-        batch = Patcher(model, clean, corrupted, answer=0, wrong=1, kinds="resid_pre").batch_size
+        batch = min(tokens, Patcher(model, clean, corrupted, answer=0, wrong=1, kinds="resid_pre").batch_size)
         forwards = config.n_layer * tokens / batch
         stand_in = torch.tensor([clean] * batch)
         runners = {"grid": grid, "its forwards": lambda: [forward(stand_in) for _ in range(round(forwards))]}
         notes = {"grid": "(goal: at most 1.5x its forwards' time)"}
         if peer:
-            from transformer_lens.patching import get_act_patch_resid_pre
+            import transformer_lens.patching as tl_patching
+            from transformers.utils import logging as hf_logging
 
             from .peers import tl_twin
+
+            tl_patching.tqdm = lambda cells, **_: cells  # its progress bar, one line per cell, off
+            hf_logging.disable_progress_bar()
 
             bridge = tl_twin(model, tempfile.mkdtemp(prefix="lmlab-bench-tl-"))
             tokens_t = torch.tensor([corrupted])
@@ -83,7 +87,7 @@ def bench_interp(rounds: int = 3, peer: bool = True) -> dict:
             def theirs():
                 with torch.no_grad():
                     _, clean_cache = bridge.run_with_cache(torch.tensor([clean]))
-                    get_act_patch_resid_pre(bridge, tokens_t, clean_cache,
+                    tl_patching.get_act_patch_resid_pre(bridge, tokens_t, clean_cache,
                                             lambda logits: logits[0, -1, answer] - logits[0, -1, wrong])
 
             runners["TransformerLens grid"] = theirs
