@@ -96,6 +96,12 @@ class Attribution:
         return f"what pushed {self.target_token!r}{versus} after position {self.position}"
 
 
+def _lmlab_gpt(model) -> None:
+    if not isinstance(model, GPT):
+        raise ConfigError(f"direct logit attribution reads lmlab's GPT, not a {type(model).__name__}; "
+                          "load GPT-2's weights with lmlab.from_pretrained to attribute them")
+
+
 def _count(value, name: str, low: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ConfigError(f"{name}={value!r} must be a whole number of at least {low}")
@@ -156,9 +162,7 @@ def attribute(model, parts: Parts, position: int = -1, target=None, other=None, 
     (`read_parts`, `parts_of_pass`). `target` and `other` are token ids or one-token texts;
     `target` defaults to the model's likeliest next token there; with `other`, the effects
     are on logit[target] - logit[other]. Callers hold `reading(model)` while weights may change."""
-    if not isinstance(model, GPT):
-        raise ConfigError(f"direct logit attribution reads lmlab's GPT, not a {type(model).__name__}; "
-                          "load GPT-2's weights with lmlab.from_pretrained to attribute them")
+    _lmlab_gpt(model)
     p = _position(position, len(parts.ids))
     target = int(parts.logits[p].argmax()) if target is None else _token(model, tokenizer, target, "target")
     other = None if other is None else _token(model, tokenizer, other, "other")
@@ -196,8 +200,8 @@ def stream_parts(model, parts: Parts, layer: int, position: int) -> tuple[list[s
     rows = [wte[parts.ids[position]].detach().float().cpu(), wpe[position].detach().float().cpu()]
     for i, block in enumerate(model.transformer.h[:layer]):
         proj = block.attn.c_proj
-        w_o = proj.weight.detach().float().cpu().t().reshape(H, D, c.n_embd)  # head h's slice [D, C]
-        rows += list(torch.einsum("hd,hdc->hc", parts.z[i, position], w_o))
+        w_o = proj.weight.detach().float().cpu().view(c.n_embd, H, D)  # [C, H, D]: head h's columns, no copy
+        rows += list(torch.einsum("hd,chd->hc", parts.z[i, position], w_o))
         rows.append(proj.bias.detach().float().cpu() if proj.bias is not None else torch.zeros(c.n_embd))
         labels += [f"L{i}H{h}" for h in range(H)] + [f"L{i} attn bias"]
         if parts.mlp_out is not None:
@@ -218,6 +222,7 @@ def logit_attribution(model, text_or_ids, position: int = -1, target=None, other
     """Which heads, MLPs and embeddings pushed `target` (against `other`) at `position` of a
     text (encoded with `tokenizer`) or list of ids: one forward, or none where a view's pass
     of the text on these weights is kept (`lmlab.passes`). See the module for the method."""
+    _lmlab_gpt(model)
     ids = token_ids(model, text_or_ids, tokenizer, context_length(model))
     kept = passes.kept_pass(model, ids)
     with reading(model):

@@ -14,9 +14,13 @@ for three kinds of activation, as TransformerLens's `patching` module names them
     heads      [L, H]  one head's output (hook_z) at every position
     mlps       [L, T]  one MLP's output at one position (not for attention-only models)
 
-Batched: the cells of one layer (its positions, or its heads) run as one batch, and each
-starts at block l from the corrupted run's own stream (the blocks before l would compute
-what they computed then); only the metric's position goes through the unembedding. Each
+Batched: a layer's heads run as one batch, its positions as batches of a quarter of them
+(`batch_size`); each cell starts at block l from the corrupted run's own stream (the blocks
+before l would compute what they computed then). In a causal model the positions before
+the first one a batch patches are the corrupted run's too, so a batch starting at position
+s runs positions s..P only, attending to the corrupted run's keys and values before s (a
+grid costs about half the positions' work); positions after P, where the metric is read,
+cannot reach it and are not run. Only position P goes through the unembedding. Each
 cell keeps the patched run's k likeliest tokens at `position`, so a view shows them on a
 click without running the model.
 
@@ -34,11 +38,11 @@ import torch
 from .adapt import context_length, display, token_ids
 from .errors import ConfigError
 from .hooks import hooks, run_with_cache
-from .model import GPT
+from .model import GPT, KVCache
 from .reading import reading, weights_version
 
 KINDS = ("resid_pre", "heads", "mlps")
-POSITIONS_PER_BATCH = 65536  # rows × positions of one batch: T = 32 runs a layer's 32 cells at once
+POSITIONS_PER_BATCH = 65536  # rows × positions of one batch at most
 
 
 @dataclass(eq=False)
@@ -129,7 +133,9 @@ class Patcher:
             raise ConfigError(f"batch_size={batch_size!r} must be a whole number of at least 1 (or None)")
         self.model, self.kinds, self.k = model, kinds, k
         self.position = position % T
-        self.batch_size = batch_size or max(1, POSITIONS_PER_BATCH // T)
+        cap = max(1, POSITIONS_PER_BATCH // T)
+        self.batch_size = batch_size or min(cap, max(1, math.ceil(T / 4)))  # positions a batch
+        self.heads_per_batch = batch_size or min(cap, model.config.n_head)
         with reading(model):
             self.version = weights_version(model)
             both = torch.tensor([clean_ids, corrupted_ids], device=model.device)
@@ -159,8 +165,9 @@ class Patcher:
             grids={kind: torch.full((L, width[kind]), float("nan")) for kind in kinds},
             top_ids={kind: torch.zeros(L, width[kind], k, dtype=torch.long) for kind in kinds},
             top_probs={kind: torch.zeros(L, width[kind], k) for kind in kinds}, tokenizer=tokenizer)
+        self.corrupted_logits = last[1:2]
         self.jobs = [(kind, layer, start) for kind in kinds for layer in range(L)
-                     for start in range(0, width[kind], self.batch_size)]
+                     for start in range(0, width[kind], self._rows(kind))]
         self.done = 0
 
     def _token(self, token, tokenizer, what: str) -> int:
@@ -186,39 +193,49 @@ class Patcher:
         while self.done < len(self.jobs):
             self.run_batch()
             yield self.done, len(self.jobs)
-        self.result.complete = True
 
     def run_batch(self) -> None:
-        """Run the next batch: the cells of one layer of one kind (or a slice of them)."""
+        """Run the next batch: some cells of one layer of one kind (see `batch_size`)."""
         kind, layer, start = self.jobs[self.done]
-        model, r = self.model, self.result
-        stop = min(start + self.batch_size, r.grids[kind].size(1))
+        model, r, P = self.model, self.result, self.position
+        stop = min(start + self._rows(kind), r.grids[kind].size(1))
         rows = torch.arange(start, stop)
+        # a causal model's positions before the first one patched are the corrupted run's: start there,
+        # from its keys and values; positions after the metric's cannot reach it
+        first = 0 if kind == "heads" else min(start, P + 1)
         with reading(model):
             if weights_version(model) != self.version:
                 raise ConfigError("the model's weights changed (a training step) since this patching began; "
                                   "start it again, or pause training while it runs")
-            x = self.cache["resid_pre", layer][1:2].expand(len(rows), -1, -1).clone()  # the corrupted stream
-            clean = self.cache  # row 0: the clean text
+            clean = self.cache  # row 0: the clean text, row 1: the corrupted one
+            x = clean["resid_pre", layer][1:2, first:P + 1].expand(len(rows), -1, -1).clone()
+            cache = self._prefix(layer, first, len(rows))
+            at = torch.arange(len(rows))
+            here = rows - first  # each row's patched position, in x
             fwd_hooks = []
             if kind == "resid_pre":
-                x[torch.arange(len(rows)), rows] = clean["resid_pre", layer][0, rows]
+                reach = rows <= P
+                x[at[reach], here[reach]] = clean["resid_pre", layer][0, rows[reach]]
             elif kind == "heads":
                 def put_head(z, hook):
                     z = z.clone()
-                    z[torch.arange(len(rows)), :, rows] = clean["z", layer][0, :, rows].transpose(0, 1)
+                    z[at, :, rows] = clean["z", layer][0, :P + 1, rows].transpose(0, 1)
                     return z
                 fwd_hooks = [(f"blocks.{layer}.attn.hook_z", put_head)]
             else:
                 def put_mlp(out, hook):
+                    reach = rows <= P
                     out = out.clone()
-                    out[torch.arange(len(rows)), rows] = clean["mlp_out", layer][0, rows]
+                    out[at[reach], here[reach]] = clean["mlp_out", layer][0, rows[reach]]
                     return out
                 fwd_hooks = [(f"blocks.{layer}.hook_mlp_out", put_mlp)]
-            with hooks(model, fwd_hooks):
-                for block in model.transformer.h[layer:]:
-                    x = block(x)
-                logits = model.lm_head(model.transformer.ln_f(x[:, self.position])).float()  # [B, V]
+            if x.size(1):
+                with hooks(model, fwd_hooks):
+                    for i in range(layer, model.config.n_layer):
+                        x = model.transformer.h[i](x, cache, i)
+                    logits = model.lm_head(model.transformer.ln_f(x[:, -1])).float()  # [B, V] at P
+            else:  # every row patches a position after the metric's: the corrupted run, unchanged
+                logits = self.corrupted_logits.expand(len(rows), -1)
         metric = logits[:, self.answer] - logits[:, self.wrong]
         r.grids[kind][layer, start:stop] = ((metric - r.corrupted_metric)
                                             / (r.clean_metric - r.corrupted_metric)).cpu()
@@ -226,6 +243,29 @@ class Patcher:
         r.top_ids[kind][layer, start:stop] = top.indices.cpu()
         r.top_probs[kind][layer, start:stop] = top.values.cpu()
         self.done += 1
+        r.complete = self.done == len(self.jobs)
+
+    def _rows(self, kind: str) -> int:
+        """Cells a batch of `kind` runs."""
+        return self.heads_per_batch if kind == "heads" else self.batch_size
+
+    def _prefix(self, layer: int, length: int, rows: int):
+        """A key/value cache for `rows` copies of the corrupted text, holding its keys and
+        values of positions 0..length-1 at blocks `layer` and after (None for length 0)."""
+        if not length:
+            return None
+        model = self.model
+        config = model.config.replace(block_size=self.position + 1)
+        cache = KVCache(config, rows, model.device, model.transformer.wte.weight.dtype)
+        C = config.n_embd
+        for i in range(layer, config.n_layer):
+            block = model.transformer.h[i]
+            _, k, v = block.attn.c_attn(block.ln_1(self.cache["resid_pre", i][1:2, :length])).split(C, dim=2)
+            shape = (1, length, config.n_head, C // config.n_head)
+            cache.keys[i][:, :, :length] = k.view(shape).transpose(1, 2)
+            cache.values[i][:, :, :length] = v.view(shape).transpose(1, 2)
+        cache.length = length
+        return cache
 
     def run(self, progress: bool = True, stop=None) -> Patching:
         """Run every batch left; a tqdm bar where it takes over a second (`progress`);

@@ -11,7 +11,7 @@ from functools import lru_cache
 
 import torch
 
-from .adapt import display
+from .adapt import context_length, display
 from .errors import ConfigError, TokenizerError
 from .reading import reading
 from .sampling import (StepDistribution, _check, _distribution, _draw, _entropy, _filters, _rank,
@@ -41,7 +41,7 @@ class _Entry:
     step: Step
     logits: torch.Tensor
     state: torch.Tensor
-    alternatives: list | None = None  # the model's top tokens here, once asked for
+    top: list | None = None  # the model's top tokens here, [(id, probability), ...], once asked for
 
 
 @dataclass
@@ -179,11 +179,36 @@ class Stepper:
     def alternatives(self, index: int, k: int = 5) -> list[tuple[str, float]]:
         """The model's k most likely tokens (display string, probability at temperature 1,
         no filter) where the `index`-th generated token was taken."""
+        return [(self._display(i), p) for i, p in self._top(index, k)]
+
+    def runner_up(self, index: int) -> tuple[int, str, float]:
+        """(id, display string, probability at temperature 1, no filter) of the model's
+        likeliest token other than the one taken at the `index`-th generated step (ties to
+        the lower id)."""
+        taken = self._history[index].step.id
+        found = [(i, p) for i, p in self._top(index, 2) if i != taken]
+        if not found:
+            raise ConfigError("the model's vocabulary has one token: no other token could have come next")
+        token, p = found[0]
+        return token, self._display(token), p
+
+    def context_of(self, index: int) -> tuple[list[int], int]:
+        """(ids, position): a text holding what the model read when it took the `index`-th
+        generated token, and the position in it whose prediction that token was. While the
+        token is within the context, the text is the whole of `ids` (up to the context), so one
+        pass of it serves every such step; past it, the last block_size tokens before the token."""
+        at = self.prompt_length + index  # the token's position in ids
+        context = context_length(self.model)
+        if context is None or at <= context:
+            return self.ids[:context], at - 1
+        return self.ids[at - context:at], context - 1
+
+    def _top(self, index: int, k: int) -> list[tuple[int, float]]:
         entry = self._history[index]
-        if entry.alternatives is None or len(entry.alternatives) < k:
+        if entry.top is None or len(entry.top) < k:
             values, ids = largest(entry.logits.float().softmax(-1), k)
-            entry.alternatives = [(self._display(i), p) for p, i in zip(values.tolist(), ids.tolist())]
-        return entry.alternatives[:k]
+            entry.top = list(zip(ids.tolist(), values.tolist()))
+        return entry.top[:k]
 
     @property
     def log_prob(self) -> float:

@@ -203,7 +203,10 @@ def test_patching_stops_between_batches_and_leaves_the_rest_unrun(tok):
     found = patch(m, "abcdabcda", "abcdabgda", tok, answer="b", wrong="c", progress=False,
                   stop=lambda: calls.append(1) or True)
     assert not found.complete and len(calls) == 1
-    assert not found.resid[0].isnan().any() and found.resid[1].isnan().all()
+    first = Patcher(m, "abcdabcda", "abcdabgda", tok, answer="b", wrong="c").batch_size
+    assert first == 3  # a quarter of the 9 positions, rounded up
+    assert not found.resid[0, :first].isnan().any() and found.resid[0, first:].isnan().all()
+    assert found.resid[1].isnan().all()
     assert found.heads.isnan().all() and found.predictions("heads", 0, 0) == []
 
 
@@ -291,3 +294,35 @@ def test_bad_circuit_input_is_explained(tok):
     with pytest.raises(ConfigError, match="too many"):
         ov_circuit(big, 0, 0)
     assert math.isfinite(ov_circuit(big, 0, 0, sources=[1, 2, 3]).top_logits.sum())
+
+
+def test_a_metric_read_before_the_end_ignores_later_positions(tok):
+    """Positions after the metric's cannot reach it: patching them restores nothing, and each
+    earlier cell equals a full patched forward read at that position."""
+    m = model()
+    clean, corrupted = tok.encode("abcdabcda"), tok.encode("abgdabcda")
+    found = patch(m, clean, corrupted, answer=1, wrong=2, position=5, batch_size=2, progress=False)
+    assert found.position == 5 and found.complete
+    assert found.resid[:, 6:].abs().max() == 0 and found.mlps[:, 6:].abs().max() == 0
+
+    def metric(logits):
+        return float(logits[0, 5, 1] - logits[0, 5, 2])
+
+    _, cache = m.run_with_cache(torch.tensor([clean]))
+    low, high = (metric(m(torch.tensor([ids])).logits.detach()) for ids in (corrupted, clean))
+    for layer, pos in ((0, 2), (1, 4), (1, 2)):
+        def put(x, hook, pos=pos, layer=layer):
+            x = x.clone()
+            x[0, pos] = cache["resid_pre", layer][0, pos]
+            return x
+        got = metric(m.run_with_hooks(torch.tensor([corrupted]), [(f"blocks.{layer}.hook_resid_pre", put)]))
+        assert float(found.resid[layer, pos]) == pytest.approx((got - low) / (high - low), abs=1e-4)
+
+
+def test_running_the_batches_one_by_one_completes_the_grid(tok):
+    m = model()
+    patcher = Patcher(m, "abcdabcda", "abcdabgda", tok, answer="b", wrong="c")
+    while patcher.done < patcher.total:
+        assert not patcher.result.complete
+        patcher.run_batch()
+    assert patcher.result.complete

@@ -167,6 +167,40 @@ def test_step_records_what_the_model_said():
     assert not forced.sampled and forced.prob == 0 and forced.prob_raw > 0
 
 
+def test_runner_up_is_the_likeliest_other_token_before_the_filters():
+    model = tiny()
+    s = Stepper(model, TOK, "abc", seed=2, temperature=0.5, top_k=2)
+    s.run(6)
+    s.step(token=s.distribution.removed[-1])  # an unlikely token: the runner-up is the likeliest
+    for i, step in enumerate(s.steps):
+        with torch.no_grad():
+            raw = model.eval()(torch.tensor([s.ids[:step.position]])).logits[0, -1].softmax(-1)
+        order = sorted(range(TOK.vocab_size), key=lambda t: (-float(raw[t]), t))
+        other = next(t for t in order if t != step.id)
+        token, text, prob = s.runner_up(i)
+        assert (token, text) == (other, TOK.token_text(other))
+        assert math.isclose(prob, float(raw[other]), rel_tol=1e-5)
+    assert s.runner_up(6)[0] == order[0]
+
+
+def test_context_of_a_step_is_what_the_model_read_for_it():
+    """Within the context, every step shares the whole text (one pass serves them all); past
+    it, a step's text is the last block_size tokens before it: either way, the logits at its
+    position are the ones the step drew from."""
+    model = tiny()
+    s = Stepper(model, TOK, "abcd", seed=1)
+    s.run(20)  # 24 tokens: past the 16-token window
+    for i, step in enumerate(s.steps):
+        ids, position = s.context_of(i)
+        if step.position <= BLOCK:
+            assert ids == s.ids[:BLOCK] and position == step.position - 1
+        else:
+            assert ids == s.ids[step.position - BLOCK:step.position] and position == BLOCK - 1
+        with torch.no_grad():
+            raw = model.eval()(torch.tensor([ids])).logits[0, position].softmax(-1)
+        assert math.isclose(float(raw[step.id]), step.prob_raw, rel_tol=1e-4)
+
+
 def test_back_restores_the_exact_state_across_the_window():
     model = tiny()
     s = Stepper(model, TOK, "ab", seed=3, top_p=0.9)

@@ -8,7 +8,7 @@ need("ipywidgets", "pip install -e .")
 
 import torch  # noqa: E402
 
-from lmlab import GPT, GPTConfig, Stepper, TokenDataset  # noqa: E402
+from lmlab import GPT, ConfigError, GPTConfig, Stepper, TokenDataset  # noqa: E402
 from lmlab.widgets import SamplingStepper  # noqa: E402
 
 TEXT = "the quick brown fox jumps over the lazy dog.\n" * 200
@@ -198,3 +198,103 @@ def test_the_stepper_owns_its_settings_and_the_sliders_mirror_them(model, tok):
     w.close()
     w.stepper.set(temperature=0.5)
     assert w.temperature.value == 3.0  # a closed view no longer follows
+
+
+# ---- "a click on a token: explain" ---------------------------------------------------------
+
+
+def stepped(model, tok, steps=5):
+    w = SamplingStepper(model, tok, "the ", seed=1)
+    for _ in range(steps):
+        w.step()
+    w.click_action.value = "explain"
+    return w
+
+
+def runner_up(model, ids):
+    """The likeliest token after `ids` other than the one the stepper took next, worked out here."""
+    with torch.no_grad():
+        raw = model.eval()(torch.tensor([ids[:-1]])).logits[0, -1].softmax(-1)
+    order = sorted(range(raw.numel()), key=lambda t: (-float(raw[t]), t))
+    return next(t for t in order if t != ids[-1]), raw
+
+
+def test_explaining_a_chip_shows_its_attribution_against_the_runner_up(model, tok):
+    from lmlab.attribution import logit_attribution
+    from lmlab.widgets.bars_html import attribution_html
+
+    w = stepped(model, tok)
+    ids = list(w.stepper.ids)
+    assert w.chips.action == "explain" and w.chips.explained == -1 and w.why.value == ""
+    w.chips.clicked = {"index": 6, "n": 1}  # the third generated token
+    other, raw = runner_up(model, ids[:7])
+    expected = logit_attribution(model, ids, 5, ids[6], other, tok)
+    assert w.stepper.ids == ids and w.chips.explained == 6 and w.status.value == ""
+    assert attribution_html(expected, 10) in w.why.value
+    for row in expected.top(10):
+        assert f">{row['part']}</span>" in w.why.value and f"{row['effect']:+.3f}" in w.why.value
+    title = w.why.value.split("lmlab-why-title")[1].split("</div>")[0]
+    assert f">{tok.token_text(ids[6])}</code> ({float(raw[ids[6]]):.3g})" in title
+    assert f">{tok.token_text(other)}</code> ({float(raw[other]):.3g})" in title
+    found = w.explain(6)  # the same from a cell, returned
+    assert (found.position, found.target, found.other) == (5, ids[6], other)
+    torch.testing.assert_close(found.heads, expected.heads)
+    torch.testing.assert_close(found.mlps, expected.mlps)
+    assert found.logit == pytest.approx(expected.logit)
+    assert w.chips.chips[6]["runner_up"] == [tok.token_text(other), pytest.approx(float(raw[other]), rel=1e-5)]
+    snapshot = w._snapshot()  # the panel and the outlined chip stay in the static snapshot
+    assert "lmlab-why" in snapshot and attribution_html(expected, 10) in snapshot
+    assert snapshot.count("outline:2px solid") == 1
+
+
+def test_explains_of_one_text_run_one_pass(model, tok):
+    w = stepped(model, tok)
+    calls = counting(model)
+    for index in (4, 5, 6, 7, 8, 6):
+        w.chips.clicked = {"index": index, "n": index}
+        assert w.chips.explained == index and f"data-index='{index}'" in w.why.value
+    assert len(calls) == 1  # one pass of the text; every explain after it is a projection
+    w.step()  # one forward; a token still in the text keeps its panel
+    assert len(calls) == 2 and w.chips.explained == 6 and "data-index='6'" in w.why.value
+    w.explain(9)  # the first explain of the new text runs its pass, the next none
+    w.explain(4)
+    assert len(calls) == 3
+
+
+def test_back_in_rewind_mode_a_click_rewinds_and_clears_the_panel_it_cut(model, tok):
+    w = stepped(model, tok)
+    old = list(w.stepper.ids)
+    w.explain(6)
+    w.click_action.value = "rewind"
+    assert w.chips.action == "rewind"
+    w.chips.clicked = {"index": 8, "n": 1}
+    assert w.stepper.ids == old[:8] and w.chips.explained == 6 and "data-index='6'" in w.why.value
+    w.chips.clicked = {"index": 6, "n": 2}  # the explained token is gone: so is its panel
+    assert w.stepper.ids == old[:6] and w.chips.explained == -1 and w.why.value == ""
+    assert "lmlab-why" not in w._snapshot()
+
+
+@pytest.mark.parametrize("index, words", [(2, "part of the prompt"), (40, "there is no token 40")])
+def test_explaining_a_prompt_chip_says_why_not_and_the_view_keeps_working(model, tok, index, words):
+    w = stepped(model, tok)
+    w.chips.clicked = {"index": index, "n": 1}
+    assert words in w.status.value and "lmlab-error" in w.status.value
+    assert w.why.value == "" and w.chips.explained == -1 and len(w.stepper.ids) == 9
+    with pytest.raises(ConfigError, match=words):
+        w.explain(index)
+    w.chips.clicked = {"index": 5, "n": 2}
+    assert w.status.value == "" and w.chips.explained == 5
+
+
+def test_a_hugging_face_model_is_refused_in_words_and_the_view_still_steps(model, tok):
+    need("transformers", "pip install -e '.[hf]'")
+    import transformers
+
+    config = transformers.GPT2Config(vocab_size=tok.vocab_size, n_positions=32, n_embd=16, n_layer=2, n_head=2)
+    torch.manual_seed(0)
+    w = stepped(transformers.GPT2LMHeadModel(config).eval(), tok)
+    w.chips.clicked = {"index": 5, "n": 1}
+    assert "lmlab's GPT, not a GPT2LMHeadModel" in w.status.value and "lmlab.from_pretrained" in w.status.value
+    assert w.why.value == "" and w.chips.explained == -1
+    w.step_button.click()
+    assert w.status.value == "" and len(w.stepper.ids) == 10

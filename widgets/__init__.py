@@ -11,6 +11,7 @@ from .dashboard import TrainingDashboard
 from .embeddings import EmbeddingMap
 from .lens import LogitLensView
 from .model_compare import ModelComparison
+from .patching import PatchingView
 from .playground import TokenizerPlayground
 from .scaling import ScalingLab
 from .stepper import SamplingStepper
@@ -18,4 +19,4 @@ from .surprise import TokenSurprise
 
 __all__ = ["TrainingDashboard", "RunComparison", "AttentionExplorer", "head_view", "model_view",
            "SamplingStepper", "TokenSurprise", "EmbeddingMap", "TokenizerPlayground", "ScalingLab",
-           "LogitLensView", "ModelComparison"]
+           "LogitLensView", "ModelComparison", "PatchingView"]

@@ -1,6 +1,8 @@
 """Signed bars as plain HTML: a direct logit attribution (`lmlab.attribution.Attribution`)
 or any list of (label, value) shares. Plain HTML draws in one repaint, works in the static
-snapshot unchanged, and needs no front end of its own."""
+snapshot unchanged, and needs no front end of its own. Its classes (`lmlab-signed-bars`,
+`lmlab-signed-row`, `lmlab-attribution`) are its own: a view's stylesheet for other bars
+(the stepper's candidates, `lmlab-bar-row`) does not reach them."""
 
 from __future__ import annotations
 
@@ -15,18 +17,20 @@ def signed_bars(rows: list[tuple[str, float]], title: str = "", unit: str = "") 
     top = max((abs(v) for _, v in rows), default=0.0) or 1.0
     lines = []
     for label, value in rows:
+        value = 0.0 if abs(value) < 5e-4 else value  # no "-0.000"
         width = 50 * abs(value) / top
         left = 50 if value >= 0 else 50 - width
         lines.append(
-            "<div class='lmlab-bar-row' style='display:flex;align-items:center;gap:6px;height:18px'>"
-            f"<span style='width:92px;text-align:right;font:12px monospace'>{html.escape(label)}</span>"
-            "<span style='position:relative;width:220px;height:12px;background:#f4f4f4'>"
+            "<div class='lmlab-signed-row' style='display:flex;align-items:center;gap:6px;height:18px'>"
+            f"<span style='width:104px;flex:none;text-align:right;font:12px monospace;white-space:pre'>"
+            f"{html.escape(label)}</span>"
+            "<span style='position:relative;width:220px;flex:none;height:12px;background:#f4f4f4'>"
             "<span style='position:absolute;left:50%;top:0;bottom:0;border-left:1px solid #999'></span>"
             f"<span style='position:absolute;left:{left:.1f}%;width:{width:.1f}%;top:1px;bottom:1px;"
             f"background:{UP if value >= 0 else DOWN}'></span></span>"
             f"<span style='font:12px monospace'>{value:+.3f}{html.escape(unit)}</span></div>")
     head = f"<div style='font:600 12px sans-serif;margin:2px 0 4px'>{html.escape(title)}</div>" if title else ""
-    return f"<div class='lmlab-bars'>{head}{''.join(lines)}</div>"
+    return f"<div class='lmlab-signed-bars' style='font:12px sans-serif'>{head}{''.join(lines)}</div>"
 
 
 def attribution_html(attribution, k: int = 10) -> str:

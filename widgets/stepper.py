@@ -1,7 +1,10 @@
 """`SamplingStepper`: generation one token at a time, every knob live.
 
 The text is a row of token chips (`tokens.js`): the prompt plain, each generated token
-tinted by the probability the model gave it, a click rewinds to just before it. The
+tinted by the probability the model gave it. What a click on a chip does is chosen on the
+widget ("a click on a token: rewind | explain"): rewind goes back to just before it;
+explain shows which heads and MLPs pushed that token up against the runner-up of its step
+(`lmlab.attribution`, on one kept pass of the text: `lmlab.passes`). The
 next-token candidates are bars (`bars.js`): kept tokens in colour, those top-k or top-p
 removed in grey, the model's own probability marked; a click takes that token next.
 Sliders re-filter the kept logits at once (`Stepper.set`, no model call). A token chosen
@@ -18,38 +21,54 @@ import anywidget
 import ipywidgets as W
 import traitlets
 
+from lmlab import passes
+from lmlab.attribution import Attribution, attribute, parts_of_pass
+from lmlab.errors import ConfigError
+from lmlab.reading import reading
 from lmlab.stepper import Stepper
 
 from ._view import View, message_html
+from .bars_html import attribution_html
 
 HERE = pathlib.Path(__file__).parent
 GREEDY_TOKENS = 100  # "Greedy to end" takes this many tokens (fewer if the context ends)
+EXPLAIN_PARTS = 10  # the panel's "top parts" bars
+OUTLINE = "outline:2px solid #1c5d99;outline-offset:1px"  # the explained chip (as stepper.css draws it)
+# the "why this token?" panel, styled inline so that the static snapshot looks the same
+PANEL = "border:1px solid #dde3ea;border-radius:4px;padding:2px 8px 6px;margin:4px 0 8px"
+TITLE = "font:600 13px sans-serif;margin:4px 0"
+CODE = "background:#eef2f7;padding:0 3px;border-radius:3px"
 
 
 class TokenChips(anywidget.AnyWidget):
     """`chips`: dicts with text, prob (None for a plain chip), rank, sampled (False: chosen
-    by hand), alternatives [[text, prob], ...], note (one more line on hover); `clicked`:
-    {index, n}, set by a click on a tinted chip when `clickable`."""
+    by hand), alternatives [[text, prob], ...], runner_up [text, prob] (the likeliest other
+    token), note (one more line on hover); `clicked`: {index, n}, set by a click when
+    `clickable`: on a tinted chip, and with `action` "explain" on a plain one too (the hover
+    text says what a click does); `explained`: the outlined chip's index (-1: none)."""
 
     _esm = HERE / "tokens.js"
     _css = HERE / "stepper.css"
     chips = traitlets.List(traitlets.Dict()).tag(sync=True)
     clickable = traitlets.Bool(True).tag(sync=True)
     clicked = traitlets.Dict().tag(sync=True)
+    action = traitlets.Unicode("rewind").tag(sync=True)  # "rewind" or "explain"
+    explained = traitlets.Int(-1).tag(sync=True)
 
     def to_html(self) -> str:
         """The chips as static spans, tinted as `tokens.js` tints them, the probability
         and rank on hover."""
         spans = []
-        for chip in self.chips:
+        for i, chip in enumerate(self.chips):
             text = html.escape(chip["text"], quote=False)
             p = chip["prob"]
             if p is None:
                 spans.append(f"<span style='color:#555'>{text}</span>")
                 continue
             tint = f"rgb({round(250 - 120 * p)},{round(200 + 40 * p)},{round(200 - 40 * p)})"
+            outline = f";{OUTLINE}" if i == self.explained else ""
             spans.append(f"<span title='probability {p:.3f}, rank {chip['rank']}' style='background:"
-                         f"{tint};padding:1px 1px;border-radius:3px'>{text}</span>")
+                         f"{tint};padding:1px 1px;border-radius:3px{outline}'>{text}</span>")
         return (f"<div class='lmlab-chips' data-chips='{len(self.chips)}' style='font:14px monospace;"
                 f"line-height:1.9;white-space:pre-wrap'>{''.join(spans)}</div>")
 
@@ -78,7 +97,13 @@ class CandidateBars(anywidget.AnyWidget):
 
 class SamplingStepper(View, W.VBox):
     """SamplingStepper(model, tokenizer, prompt): step, choose, go back, branch, and turn
-    temperature, top-k and top-p while watching the next-token distribution."""
+    temperature, top-k and top-p while watching the next-token distribution.
+
+    "a click on a token" chooses what a click on a generated token's chip does: "rewind"
+    (the default) goes back to just before it; "explain" outlines it and shows, under the
+    chips, which heads, MLPs and embeddings pushed it up against the runner-up of its step
+    (the model's likeliest other token there), as `explain(index)` does from a cell.
+    """
 
     def __init__(self, model, tokenizer, prompt: str, *, seed: int = 0, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, candidates: int = 15):
@@ -115,13 +140,22 @@ class SamplingStepper(View, W.VBox):
                                  **slider)
         self.branch_box = W.Dropdown(description="branches", options=[], layout=W.Layout(width="360px"))
         self.branch_button = W.Button(description="Show branch", **button)
+        self.click_action = W.ToggleButtons(
+            options=[("rewind", "rewind"), ("explain", "explain")], value="rewind",
+            style={"button_width": "72px"}, layout=W.Layout(width="auto"),
+            tooltips=["go back to just before the token", "which heads and MLPs pushed the token up "
+                      "against the runner-up of its step"])
+        self.why = W.HTML()  # the explained token's attribution ("" when none)
+        self._explained: tuple | None = None  # (index, ids[:index + 1]) the panel shows
         self.stats = W.HTML()
         self.status = W.HTML()
         controls = W.HBox([self.step_button, self.play, self.back_button, self.reset_button,
                            self.greedy_button], layout=W.Layout(flex_flow="row wrap"))
+        clicks = W.HBox([W.Label("a click on a token:"), self.click_action],
+                        layout=W.Layout(align_items="center"))
         knobs = W.VBox([self.temperature, self.top_k, self.top_p, self.candidates, self.speed,
                         self.seed])
-        self.children = [self.prompt_box, self.chips, controls, self.stats, self.status,
+        self.children = [self.prompt_box, self.chips, clicks, controls, self.stats, self.status, self.why,
                          W.HBox([self.bars, knobs], layout=W.Layout(flex_flow="row wrap")),
                          W.HBox([self.branch_box, self.branch_button])]
         self.add_class("lmlab-stepper")
@@ -142,7 +176,8 @@ class SamplingStepper(View, W.VBox):
         self.seed.observe(self.guarded(lambda c: self._reseed(c["new"])), "value")
         self.speed.observe(lambda c: setattr(self.play, "interval", c["new"]), "value")
         self.play.observe(self.guarded(self._on_play), "value")
-        self.chips.observe(self.guarded(lambda c: self.rewind(c["new"]["index"])), "clicked")
+        self.chips.observe(self.guarded(self._on_chip), "clicked")
+        self.click_action.observe(lambda c: setattr(self.chips, "action", c["new"]), "value")
         self.bars.observe(self.guarded(lambda c: self.step(c["new"]["id"])), "picked")
         self._show(self.stepper.notice or "", "notice")
         self._draw()
@@ -165,6 +200,46 @@ class SamplingStepper(View, W.VBox):
         while len(self.stepper.ids) > max(index, self.stepper.prompt_length):
             self.stepper.back()
         self._draw()
+
+    def explain(self, index: int) -> Attribution:
+        """Which parts of the model pushed the token at chip `index` (a position in the text,
+        a generated token) up against the runner-up of its step: its direct logit attribution
+        (`lmlab.attribution`) at the position before it, shown under the chips, the chip
+        outlined. The first explain of a text runs one pass of it (`lmlab.passes`), later
+        ones run no model. Returns the `Attribution`."""
+        s = self.stepper
+        i = index - s.prompt_length
+        if not 0 <= index < len(s.ids):
+            raise ConfigError(f"there is no token {index}: the text has {len(s.ids)} tokens "
+                              f"(0..{len(s.ids) - 1})")
+        if i < 0:
+            raise ConfigError(f"token {index} ({s.tokens[index]!r}) is part of the prompt: the model did "
+                              "not choose it, so there is no step to explain. Click a tinted token, "
+                              "one the stepper generated")
+        step = s.steps[i]
+        other, other_text, other_prob = s.runner_up(i)
+        ids, position = s.context_of(i)
+        with reading(s.model):  # the pass and the weights it is projected on are one version
+            kept = passes.cached_pass(s.model, ids)
+            found = attribute(s.model, parts_of_pass(kept), position, step.id, other, s.tokenizer)
+        code = f"<code style='{CODE}'>"
+        title = (f"Why {code}{html.escape(step.text)}</code> ({step.prob_raw:.3g}) and not "
+                 f"{code}{html.escape(other_text)}</code> ({other_prob:.3g})? Token {index}, "
+                 f"predicted at position {index - 1}; the model's probabilities, before any filter")
+        self.why.value = (f"<div class='lmlab-why' data-index='{index}' style='{PANEL}'>"
+                          f"<div class='lmlab-why-title' style='{TITLE}'>{title}</div>"
+                          f"{attribution_html(found, EXPLAIN_PARTS)}</div>")
+        self._explained = (index, tuple(s.ids[: index + 1]))
+        self.chips.explained = index
+        self._show("", "")
+        return found
+
+    def _on_chip(self, change) -> None:
+        index = change["new"]["index"]
+        if self.click_action.value == "explain":
+            self.explain(index)
+        else:
+            self.rewind(index)
 
     def reset(self, prompt: str | None = None) -> None:
         """Start again from `prompt` (default: the prompt box's)."""
@@ -226,8 +301,14 @@ class SamplingStepper(View, W.VBox):
         chips = [{"text": t, "prob": None} for t in tokens[: s.prompt_length]]
         for i, step in enumerate(s.steps):
             chips.append({"text": step.text, "prob": step.prob_raw, "rank": step.rank,
-                          "sampled": step.sampled, "alternatives": s.alternatives(i)})
+                          "sampled": step.sampled, "alternatives": s.alternatives(i),
+                          "runner_up": list(s.runner_up(i)[1:])})
+        if self._explained is not None:  # the explained token, if still in the text, still holds
+            index, before = self._explained
+            if tuple(s.ids[: index + 1]) != before:
+                self._explained, self.why.value = None, ""
         with self.hold_sync():
+            self.chips.explained = -1 if self._explained is None else self._explained[0]
             self.chips.chips = chips
             self.branch_box.options = [(f"{b.position}: {b.text[:40]!r}", i)
                                        for i, b in enumerate(s.branches)]
@@ -260,7 +341,7 @@ class SamplingStepper(View, W.VBox):
 
     def _static_html(self) -> str:
         """The text as chips, the stats, and the candidates for the next token."""
-        return (self.chips.to_html() + self.stats.value + self.status.value
+        return (self.chips.to_html() + self.stats.value + self.status.value + self.why.value
                 + f"<div style='font:12px sans-serif'>temperature {self.stepper.temperature:g} · "
                   f"top-k {self.stepper.top_k or 'off'} · top-p {self.stepper.top_p or 'off'}</div>"
                 + self.bars.to_html())
