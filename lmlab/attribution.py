@@ -118,6 +118,7 @@ def read_parts(model, ids: list[int]) -> Parts:
 
     with reading(model):
         logits, cache = run_with_cache(model, torch.tensor([ids], device=model.device), wanted)
+        passes.calls["parts"] += 1
     n = model.config.n_layer
     return Parts(ids=list(ids), logits=logits[0].float().cpu(), final=cache[last][0].float().cpu(),
                  z=torch.stack([cache["z", i][0] for i in range(n)]).float().cpu(),

@@ -94,9 +94,11 @@ def _parts(model, ids: list[int]) -> Parts:
 
 
 def qk_breakdown(model, text_or_ids, layer: int, head: int, query: int, key: int,
-                 tokenizer=None) -> QKBreakdown:
+                 tokenizer=None, parts: Parts | None = None) -> QKBreakdown:
     """Head (layer, head)'s score of position `query` against `key` (key ≤ query: a causal
-    head sees no later key) on a text or ids, broken into its parts (see the module)."""
+    head sees no later key) on a text or ids, broken into its parts (see the module). It
+    reads `parts` (a view's pass: `attribution.parts_of_pass`) where given, else the pass a
+    view keeps for this text on these weights, else runs one forward."""
     _head(model, layer, head)
     ids = token_ids(model, text_or_ids, tokenizer, context_length(model))
     T = len(ids)
@@ -105,8 +107,10 @@ def qk_breakdown(model, text_or_ids, layer: int, head: int, query: int, key: int
             raise ConfigError(f"{name}={value!r} must be a position from 0 to {T - 1}")
     if key > query:
         raise ConfigError(f"key={key} comes after query={query}: a causal head only looks back (key ≤ query)")
+    if parts is not None and list(parts.ids) != ids:
+        raise ConfigError("parts= holds another text than the one given; pass the parts of this text")
     with reading(model):
-        parts = _parts(model, ids)
+        parts = parts if parts is not None else _parts(model, ids)
         (w_q, w_k, _), (b_q, b_k, _) = _qkv(model, layer, head)
         ln = model.transformer.h[layer].ln_1
         beta = ln.bias.detach().float().cpu() if ln.bias is not None else torch.zeros(model.config.n_embd)

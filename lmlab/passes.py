@@ -103,7 +103,8 @@ class _Store:
 
 _stores: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _guard = threading.Lock()
-calls = {"passes": 0, "ablated": 0, "induction": 0}  # forwards run here, for tests and benchmarks
+# forwards run for the views, for tests and benchmarks ("parts": attribution's own, where no pass was kept)
+calls = {"passes": 0, "ablated": 0, "induction": 0, "parts": 0}
 
 
 def _store(model) -> _Store:

@@ -1,6 +1,9 @@
 """The attention explorer without a browser: selectors, grid and table clicks, token
-focus, knocking heads out, bad text, live mode, the Colab encoding."""
+focus, knocking heads out, bad text, live mode, the Colab encoding; the selected head's
+direct effect and its QK and OV circuits."""
 
+import html
+import math
 import re
 import sys
 
@@ -12,7 +15,10 @@ need("ipywidgets", "pip install -e .")
 import torch  # noqa: E402
 
 from lmlab import GPT, GPTConfig  # noqa: E402
-from lmlab import interpret  # noqa: E402
+from lmlab import circuits, interpret, passes  # noqa: E402
+from lmlab.attribution import logit_attribution  # noqa: E402
+from lmlab.hooks import run_with_cache  # noqa: E402
+from lmlab.reading import weights_changed  # noqa: E402
 from lmlab.train import Trainer  # noqa: E402
 from lmlab.widgets import AttentionExplorer  # noqa: E402
 from lmlab.widgets._canvas import default_encoding  # noqa: E402
@@ -307,3 +313,152 @@ def test_the_matrix_packs_again_when_causal_changes():
     matrix.causal = False  # e.g. an encoder's head: the whole square again, from the same cells
     assert len(matrix.data) == 2 * 16
     assert (matrix.values() - head).abs().max() <= 0.5 / 65535 + 1e-7
+
+
+# ---- the selected head's direct effect and circuits ------------------------------------------
+
+
+@pytest.fixture
+def lively(data):
+    """The tiny GPT with weights drawn wide (std 0.5), so that heads have effects to tell apart."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=data.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=16))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.5)
+    return model
+
+
+def shown(widget) -> str:
+    return html.unescape(widget.value)
+
+
+def test_the_direct_effect_is_the_selected_heads_logit_attribution(lively, data):
+    x = AttentionExplorer(lively, data.tokenizer, "the lazy dog")
+    x.focus_box.value = 4  # "the l": the prediction after 'l'
+    top = x.pass_.predictions(4, data.tokenizer, 2)
+    titles = {}
+    for layer, head in [(0, 0), (0, 1), (1, 0), (1, 1)]:
+        x.select(layer, head)
+        titles[layer, head] = shown(x.direct_effect)
+    passes.forget(lively)  # the attribution below runs its own forward
+    want = logit_attribution(lively, "the lazy dog", 4, top.ids[0], top.ids[1], data.tokenizer)
+    order = [r["part"] for r in want.top(len(want.rows()))]
+    assert len({round(float(v), 2) for v in want.heads.flatten()}) == 4  # four different numbers
+    for (layer, head), title in titles.items():
+        part = f"L{layer}H{head}"
+        assert (f"{part}'s direct effect on predicting {top.tokens[0]!r} after 'l': "
+                f"{float(want.heads[layer, head]):+.2f} logits over the runner-up {top.tokens[1]!r} "
+                f"(rank {order.index(part) + 1} of {len(order)} parts)") in title
+        assert f"logit({top.tokens[0]!r}) − logit({top.tokens[1]!r}) = {want.logit:+.3f}" in title  # the bars
+    assert "direct effect on predicting" in x._static_html()  # kept in the snapshot
+
+
+def test_selecting_and_focusing_run_no_model_and_the_closed_circuits_compute_nothing(lively, data, monkeypatch):
+    x = AttentionExplorer(lively, data.tokenizer, "the lazy dog")
+    forwards, read = [], []
+    lively.register_forward_pre_hook(lambda module, args: forwards.append(1))
+    for name in ("qk_breakdown", "ov_circuit"):
+        original = getattr(circuits, name)
+        monkeypatch.setattr(circuits, name, lambda *a, f=original, n=name, **k: read.append(n) or f(*a, **k))
+    calls = dict(passes.calls)
+    x.select(1, 1)
+    x.matrix.focus = 6  # a click on a row
+    x.select(0, 1)
+    assert read == [] and x.qk is None and x.qk_view.value == ""  # closed: nothing computed
+    assert "L0H1's direct effect on predicting" in shown(x.direct_effect)
+    x.circuits.selected_index = 0  # open
+    assert read == ["ov_circuit", "qk_breakdown"] and x.qk is not None
+    x.select(1, 0)
+    x.focus_box.value = 9
+    x.key_box.value = 2
+    assert x.qk.key == 2 and "scoring key 2 'e'" in shown(x.qk_view)
+    assert forwards == [] and passes.calls == calls
+    passes.forget(lively)  # the store drops the pass (knock-outs push it out): the view's own still serves
+    x.focus_box.value = 8
+    assert x.qk is not None and x.qk.query == 8 and "query 8" in shown(x.qk_view)
+    assert "L1H0's direct effect on predicting" in shown(x.direct_effect)  # read from the explorer's own pass
+    assert forwards == [] and passes.calls == calls
+
+
+def test_the_qk_breakdown_sums_to_the_heads_score(lively, data):
+    x = AttentionExplorer(lively, data.tokenizer, "the lazy dog")
+    x.select(1, 1)
+    x.focus_box.value = 10
+    x.circuits.selected_index = 0
+    weights = x.attention.head(1, 1)[10, :11].float()
+    assert x.key_box.value == int(weights.argmax())  # by default the key it attends to most
+    x.key_box.value = 3
+    # the model's own score of query 10 against key 3, from block 1's input stream
+    ids = torch.tensor([x.attention.ids])
+    _, cache = run_with_cache(lively, ids, "blocks.1.hook_resid_pre")
+    block, D = lively.transformer.h[1], 16 // 2
+    with torch.no_grad():
+        q, k, _ = block.attn.c_attn(block.ln_1(cache["blocks.1.hook_resid_pre"][0])).split(16, dim=-1)
+    scores = q[:, D:] @ k[:, D:].t() / math.sqrt(D)  # head 1's slice
+    score = float(scores[10, 3])
+    assert float(x.qk.matrix.sum()) == pytest.approx(score, abs=1e-4) and abs(score) > 0.1
+    text = shown(x.qk_view)
+    assert f"score before the softmax {x.qk.score:+.3f}" in text and abs(x.qk.score - score) < 1e-4
+    assert f"the shares sum to the score: {float(x.qk.matrix.sum()):+.3f}" in text
+    assert f"attention weight {float(scores[10, :11].softmax(-1)[3]):.3f}" in text
+    largest = int(x.qk.by_query.abs().argmax())
+    assert f"{float(x.qk.by_query[largest]):+.3f}" in text  # the query side's bars
+    pair = x.qk.top(1)[0]
+    assert f"<td>{pair['query_part']}</td><td>{pair['key_part']}</td>" in text
+    assert "Where L1H1 looks (QK)" in x._static_html()  # open: in the snapshot too
+
+
+def test_the_ov_table_shows_how_much_an_attention_only_head_copies(data):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=data.vocab_size, block_size=32, n_layer=1, n_head=1, n_embd=16,
+                          attn_only=True))
+    with torch.no_grad():  # values and output the identity: the head writes the token it reads
+        model.transformer.h[0].attn.c_attn.weight[32:].copy_(torch.eye(16))
+        model.transformer.h[0].attn.c_proj.weight.copy_(torch.eye(16))
+    x = AttentionExplorer(model, data.tokenizer, "the lazy dog")
+    x.circuits.selected_index = 0
+    sources = list(dict.fromkeys(x.attention.ids))
+    want = circuits.ov_circuit(model, 0, 0, sources, data.tokenizer)
+    assert want.copying > 0.5
+    text = shown(x.ov_view)
+    assert (f"What L0H0 writes (OV): copying {want.copying:.0%} of the text's {len(sources)} distinct "
+            "tokens") in text
+    assert "direct path only" not in text  # attention only: no MLP to leave out
+    assert text.count("<tr>") == 1 + len(sources)
+    assert text.count("background:#d9ecd0") == round(want.copying * len(sources))  # the copied tokens
+
+
+def test_with_mlps_the_ov_table_says_it_is_the_direct_path_only(lively, data):
+    x = AttentionExplorer(lively, data.tokenizer, "the lazy dog")
+    x.circuits.selected_index = 0
+    assert "This model has MLPs: this is the direct path only" in shown(x.ov_view)
+
+
+def test_changed_weights_wait_for_the_next_read(lively, data):
+    x = AttentionExplorer(lively, data.tokenizer, "the lazy dog")
+    x.circuits.selected_index = 0
+    weights_changed(lively)  # e.g. a training step
+    x.focus_box.value = 5
+    assert "weights have changed" in shown(x.direct_effect) and "weights have changed" in shown(x.qk_view)
+    x.update()  # the explorer reads the text again
+    assert "direct effect on predicting" in shown(x.direct_effect) and x.qk is not None
+
+
+def test_a_hugging_face_model_is_told_the_panels_need_lmlabs_gpt(data):
+    transformers = need("transformers", "pip install -e '.[hf]'")
+    config = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=16, n_positions=32, vocab_size=data.vocab_size,
+                                     bos_token_id=None, eos_token_id=None)
+    hf = transformers.GPT2LMHeadModel(config).eval()
+    x = AttentionExplorer(hf, data.tokenizer, "the lazy dog")
+    x.select(1, 1)
+    x.focus_box.value = 4
+    x.circuits.selected_index = 0
+    assert "reads lmlab's GPT, not a GPT2LMHeadModel" in shown(x.direct_effect)
+    assert "read lmlab's GPT, not a GPT2LMHeadModel" in shown(x.circuits_note)
+    assert x.qk_view.value == x.ov_view.value == "" and x._keys.layout.display == "none"
+    x.select(0, 1)  # the rest works
+    assert x.status.value == "" and "next token after position 4" in x.predictions.value
+    assert "lmlab's GPT" in x._static_html()
+

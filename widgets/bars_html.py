@@ -46,8 +46,9 @@ def attribution_html(attribution, k: int = 10) -> str:
         if a.mlps is not None:
             layers.append((f"L{layer} MLP", float(a.mlps[layer])))
     per_layer = signed_bars([("embeddings", a.embed + a.pos_embed), *layers], "By layer")
-    versus = f" − logit({a.other_token!r})" if a.other is not None else ""
-    footer = (f"<div style='font:12px sans-serif;color:#555;margin-top:4px'>logit({a.target_token!r}){versus}"
+    versus = html.escape(f" − logit({a.other_token!r})") if a.other is not None else ""
+    footer = (f"<div style='font:12px sans-serif;color:#555;margin-top:4px'>"
+              f"{html.escape(f'logit({a.target_token!r})')}{versus}"
               f" = {a.logit:+.3f}: the parts sum to {a.total:+.3f}, the final norm's bias adds "
               f"{a.bias_term:+.3f}. Direct effects only: through the residual stream to the unembedding, "
               "with the final norm's scale frozen.</div>")

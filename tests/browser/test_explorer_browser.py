@@ -242,3 +242,60 @@ def test_live_explorer_watches_an_induction_head_form(jlab_only, page):
     page.set_viewport_size({"width": 1500, "height": 1500})
     page.locator(".lmlab-attention").first.scroll_into_view_if_needed()
     jlab.element_screenshot(".lmlab-attention", "live-induction")
+
+
+def test_the_direct_effect_and_the_circuits_section(jlab_only, page):
+    """A small trained model: the selected head's direct effect beside the predictions; the
+    circuits section opened by a click shows the QK breakdown, follows the key dropdown and
+    a head clicked on the overview, and the OV table with its copying fraction."""
+    jlab = jlab_only
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(s) for s in [
+        "import lmlab, torch\n"
+        "from lmlab.widgets import AttentionExplorer\n"
+        "corpus = lmlab.load_corpus('shakespeare')\n"
+        "tok = lmlab.CharTokenizer.fit(corpus)\n"
+        "torch.manual_seed(0)\n"
+        "model = lmlab.GPT(lmlab.GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=2, n_head=4,"
+        " n_embd=64))\n"
+        "data = lmlab.TokenDataset(corpus, tok, block_size=64)\n"
+        "lmlab.Trainer(model, data, max_steps=150, batch_size=8, learning_rate=3e-3, eval_interval=150,"
+        " eval_batches=1, device='cpu').run(progress=False)\n"
+        "print('ready')",
+        "x = AttentionExplorer(model, tok, corpus[:48])\nx.select(1, 2)\nx.focus_box.value = 20\nx",
+    ]]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
+                                 "language": "python"}
+    open_explorer(jlab, nb, "circuits.ipynb", "ready")
+    view = page.locator(".lmlab-attention").first
+    direct = view.locator(".lmlab-direct")
+    wait_until(lambda: "L1H2's direct effect on predicting" in direct.inner_text(), what="the direct effect")
+    assert "logits over the runner-up" in direct.inner_text()
+    assert view.locator(".lmlab-qk").count() == 0  # closed: nothing computed or sent
+
+    view.get_by_text("This head's circuits").click()
+    qk = view.locator(".lmlab-qk")
+    wait_until(lambda: qk.count() == 1 and qk.is_visible(), what="the QK breakdown")
+    assert "Where L1H2 looks (QK): query 20" in qk.inner_text()
+    assert "the shares sum to the score" in qk.inner_text()
+    assert qk.locator(".lmlab-signed-bars").count() == 2  # query side, key side
+    ov = view.locator(".lmlab-ov")
+    assert "What L1H2 writes (OV): copying" in ov.inner_text() and "direct path only" in ov.inner_text()
+
+    key = view.locator(".lmlab-circuits select").first
+    key.select_option(label="7:" + key.locator("option").nth(7).inner_text().split(":", 1)[1])
+    wait_until(lambda: "scoring key 7 " in qk.inner_text(), what="the breakdown of the chosen key")
+    canvas = view.locator(".lmlab-heads-canvas")
+    state = grid_state(page, 0)
+    box, width = canvas.bounding_box(), float(state["width"])
+    cell = (width - 34) / 4 - 3
+    scale = box["width"] / width
+    canvas.click(position={"x": (34 + 1 * (cell + 3) + cell / 2) * scale,
+                           "y": (18 + 0 * (cell + 3) + cell / 2) * scale})  # layer 0, head 1
+    wait_until(lambda: "Where L0H1 looks (QK)" in qk.inner_text(), what="the clicked head's breakdown")
+    wait_until(lambda: "L0H1's direct effect" in direct.inner_text() and "What L0H1 writes" in ov.inner_text(),
+               what="the clicked head's direct effect and OV table")
+    assert jlab.cell_errors() == []
+    page.set_viewport_size({"width": 1500, "height": 2600})
+    jlab.element_screenshot(".lmlab-attention", "explorer-circuits")
+    page.set_viewport_size({"width": 1500, "height": 1100})
