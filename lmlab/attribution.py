@@ -26,7 +26,7 @@ import torch
 from . import passes
 from .adapt import context_length, display, token_ids
 from .errors import ConfigError
-from .hooks import run_with_cache
+from .hooks import ActivationCache, hooks
 from .model import GPT
 from .reading import reading, weights_version
 
@@ -110,15 +110,16 @@ def _count(value, name: str, low: int = 1) -> int:
 
 def read_parts(model, ids: list[int]) -> Parts:
     """One forward of `ids` keeping each head's output, each MLP's and the final stream (no
-    attention pattern: the fused kernel runs). Read through `reading(model)`."""
+    attention pattern: the fused kernel runs). Callers hold `reading(model)`."""
     last = f"blocks.{model.config.n_layer - 1}.hook_resid_post"
 
     def wanted(name: str) -> bool:
         return name.endswith("attn.hook_z") or name.endswith("hook_mlp_out") or name == last
 
-    with reading(model):
-        logits, cache = run_with_cache(model, torch.tensor([ids], device=model.device), wanted)
-        passes.calls["parts"] += 1
+    cache = ActivationCache()
+    with hooks(model, [(wanted, lambda x, hook: dict.__setitem__(cache, hook.name, x))]):
+        logits = model(torch.tensor([ids], device=model.device)).logits
+    passes.calls["parts"] += 1
     n = model.config.n_layer
     return Parts(ids=list(ids), logits=logits[0].float().cpu(), final=cache[last][0].float().cpu(),
                  z=torch.stack([cache["z", i][0] for i in range(n)]).float().cpu(),
@@ -202,7 +203,7 @@ def stream_parts(model, parts: Parts, layer: int, position: int) -> tuple[list[s
     for i, block in enumerate(model.transformer.h[:layer]):
         proj = block.attn.c_proj
         w_o = proj.weight.detach().float().cpu().view(c.n_embd, H, D)  # [C, H, D]: head h's columns, no copy
-        rows += list(torch.einsum("hd,chd->hc", parts.z[i, position], w_o))
+        rows += list((w_o * parts.z[i, position]).sum(-1).t())  # [H, C]: z_h @ W_O[h]
         rows.append(proj.bias.detach().float().cpu() if proj.bias is not None else torch.zeros(c.n_embd))
         labels += [f"L{i}H{h}" for h in range(H)] + [f"L{i} attn bias"]
         if parts.mlp_out is not None:

@@ -142,6 +142,12 @@ class Patcher:
             logits, cache = run_with_cache(model, both, lambda n: n.endswith(
                 ("hook_resid_pre", "attn.hook_z", "hook_mlp_out")))
         self.cache = cache
+        C, H = model.config.n_embd, model.config.n_head
+        self.kv = []  # the corrupted run's keys and values at each block, [1, H, T, D] each
+        with reading(model):
+            for i, block in enumerate(model.transformer.h):
+                _, keys, values = block.attn.c_attn(block.ln_1(cache["resid_pre", i][1:2])).split(C, dim=2)
+                self.kv.append([t.view(1, T, H, C // H).transpose(1, 2) for t in (keys, values)])
         last = logits[:, self.position].float()
         answer = int(last[0].argmax()) if answer is None else self._token(answer, tokenizer, "answer")
         wrong = int(last[1].argmax()) if wrong is None else self._token(wrong, tokenizer, "wrong")
@@ -257,13 +263,10 @@ class Patcher:
         model = self.model
         config = model.config.replace(block_size=self.position + 1)
         cache = KVCache(config, rows, model.device, model.transformer.wte.weight.dtype)
-        C = config.n_embd
         for i in range(layer, config.n_layer):
-            block = model.transformer.h[i]
-            _, k, v = block.attn.c_attn(block.ln_1(self.cache["resid_pre", i][1:2, :length])).split(C, dim=2)
-            shape = (1, length, config.n_head, C // config.n_head)
-            cache.keys[i][:, :, :length] = k.view(shape).transpose(1, 2)
-            cache.values[i][:, :, :length] = v.view(shape).transpose(1, 2)
+            k, v = self.kv[i]
+            cache.keys[i][:, :, :length] = k[:, :, :length]
+            cache.values[i][:, :, :length] = v[:, :, :length]
         cache.length = length
         return cache
 
