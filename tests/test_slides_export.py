@@ -87,3 +87,23 @@ def test_bad_input_is_one_clear_line(tmp_path):
     out = subprocess.run([sys.executable, "-m", "lmlab.cli", "export-slides", str(tmp_path / "nope.ipynb")],
                          capture_output=True, text=True)
     assert out.returncode != 0 and "not a file" in out.stderr
+
+
+def test_the_interpretability_views_appear_in_the_deck_as_their_snapshots(tmp_path):
+    """The patching grids, a stepper's explained token and the explorer's direct effect, each as
+    its static snapshot in the offline deck."""
+    setup = ("import torch, lmlab\nfrom lmlab.widgets import AttentionExplorer, PatchingView, SamplingStepper\n"
+             "tok = lmlab.CharTokenizer('abcdefgh|')\ntorch.manual_seed(0)\n"
+             "model = lmlab.GPT(lmlab.GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=2, n_head=2,"
+             " n_embd=16))")
+    cells = [("markdown", "# Circuits", "slide"), ("code", setup, "skip"),
+             ("code", "view = PatchingView(model, tok, 'abcdefg|abcdef', 'abcdehg|abcdef',\n"
+                      "                   answer='g', wrong='h')\nview.run(block=True)\nview", "slide"),
+             ("code", "stepper = SamplingStepper(model, tok, 'abc', seed=0)\n"
+                      "for _ in range(3): stepper.step()\nstepper.explain(4)\nstepper", "slide"),
+             ("code", "x = AttentionExplorer(model, tok, 'abcabc')\nx.focus_box.value = 4\nx", "slide")]
+    page = export_slides(notebook(tmp_path / "circuits.ipynb", cells)).read_text()
+    assert 'class="lmlab-static PatchingView"' in page and "restored" in page
+    assert 'class="lmlab-static SamplingStepper"' in page and "pushed" in page
+    assert 'class="lmlab-static AttentionExplorer"' in page and "direct effect on predicting" in page
+    assert not re.search(r"<script[^>]+src=|<link[^>]+href=\"?https?:", page)
