@@ -24,8 +24,8 @@ VIEWS = {  # what each lesson must show, drawn by its front end
                                    ".lmlab-compare-models .lmlab-compare-model"],
     "08_inside_gpt2.ipynb": [".lmlab-attention canvas", ".lmlab-stepper .lmlab-bar-row",
                              ".lmlab-lens .js-plotly-plot"],
-    "09_circuits.ipynb": [".lmlab-dashboard .lmlab-loss-chart svg", ".lmlab-patching-canvas",
-                          ".lmlab-attention .lmlab-matrix-canvas"],
+    "09_circuits.ipynb": [".lmlab-dashboard .lmlab-loss-chart svg", ".lmlab-attention .lmlab-heads-canvas",
+                          ".lmlab-attention .lmlab-matrix-canvas", ".lmlab-patching .lmlab-patching-canvas"],
 }
 ALL_RAN = ("() => { const cells = jupyterapp.shell.currentWidget.content.widgets;"
            " return cells.every(c => c.model.type !== 'code' || (c.model.executionCount !== null"
