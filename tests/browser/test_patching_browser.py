@@ -109,14 +109,15 @@ def test_patch_stop_and_click_cells(jlab_only, page):
     patch_button(page).click()
     jlab.wait_for(f"{VIEW} .lmlab-patch-progress")
     state = probe(jlab, runs)
-    assert state["total"] == 36 and state["complete"] == "False"
+    batches = 12 * (32 // 8 + 1 + 32 // 8)  # a layer: its positions a quarter at a time, its heads, its MLP
+    assert state["total"] == batches and state["complete"] == "False"
     while state["done"] < 2:
         state = probe(jlab, runs)
     page.locator(f"{VIEW} .lmlab-patch-stop").first.click()
     wait_until(lambda: "stopped after" in status(page), timeout=120, what="the grid to stop")
     stopped = probe(jlab, runs)
     assert stopped["complete"] == "False" and 2 <= stopped["done"] < stopped["total"]
-    assert f"stopped after {stopped['done']} of 36 batches" in status(page)
+    assert f"stopped after {stopped['done']} of {batches} batches" in status(page)
     wait_until(lambda: page.locator(".lmlab-patching-resid_pre").count() == 1, what="the grid")
     grey = [200, 200, 200]
     assert pixel(page, "resid_pre", 0, 3) != grey and pixel(page, "resid_pre", 11, 3) == grey
