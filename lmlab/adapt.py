@@ -54,6 +54,22 @@ def token_ids(model, text_or_ids, tokenizer=None, limit: int | None = None) -> l
     return ids
 
 
+def one_token(model, token, tokenizer=None, what: str = "token") -> int:
+    """The id of `token`, an id or a text that is exactly one token (with `tokenizer`);
+    `what` names the argument in the error."""
+    if isinstance(token, str):
+        if tokenizer is None:
+            raise ConfigError(f"{what}={token!r} is text: pass the tokenizer, or the token's id")
+        ids = tokenizer.encode(token)
+        if len(ids) != 1:
+            raise ConfigError(f"{what}={token!r} is {len(ids)} tokens, not one; pass a single token or its id")
+        return ids[0]
+    vocab = model.config.vocab_size
+    if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < vocab:
+        raise ConfigError(f"{what}={token!r} must be a token id from 0 to {vocab - 1}, or a one-token text")
+    return token
+
+
 def display(tokenizer) -> Callable[[int], str]:
     """id -> display string: the tokenizer's own `token_text`, else its decoding with
     whitespace made visible (e.g. a transformers tokenizer), else the id itself."""

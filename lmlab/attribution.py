@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from . import passes
-from .adapt import context_length, display, token_ids
+from .adapt import context_length, display, one_token, token_ids
 from .errors import ConfigError
 from .hooks import ActivationCache, hooks
 from .model import GPT
@@ -132,20 +132,6 @@ def parts_of_pass(found) -> Parts:
     return Parts(ids=found.ids, logits=found.logits, final=found.streams[-1], z=found.z, mlp_out=found.mlp_out)
 
 
-def _token(model, tokenizer, token, what: str) -> int:
-    vocab = model.config.vocab_size
-    if isinstance(token, str):
-        if tokenizer is None:
-            raise ConfigError(f"{what}={token!r} is text: pass the tokenizer, or the token's id")
-        ids = tokenizer.encode(token)
-        if len(ids) != 1:
-            raise ConfigError(f"{what}={token!r} is {len(ids)} tokens, not one; pass a single token or its id")
-        return ids[0]
-    if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < vocab:
-        raise ConfigError(f"{what}={token!r} must be a token id from 0 to {vocab - 1}, or a one-token text")
-    return token
-
-
 def _position(position, length: int) -> int:
     if isinstance(position, bool) or not isinstance(position, int) or not -length <= position < length:
         raise ConfigError(f"position={position!r} is outside the text's {length} tokens "
@@ -166,8 +152,9 @@ def attribute(model, parts: Parts, position: int = -1, target=None, other=None, 
     are on logit[target] - logit[other]. Callers hold `reading(model)` while weights may change."""
     _lmlab_gpt(model)
     p = _position(position, len(parts.ids))
-    target = int(parts.logits[p].argmax()) if target is None else _token(model, tokenizer, target, "target")
-    other = None if other is None else _token(model, tokenizer, other, "other")
+    target = int(parts.logits[p].argmax()) if target is None else one_token(model, target, tokenizer,
+                                                                            "target")
+    other = None if other is None else one_token(model, other, tokenizer, "other")
     if other == target:
         raise ConfigError(f"target and other are the same token ({target}); a difference needs two tokens")
     d = direction(model, target, other)

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .adapt import context_length, display, token_ids
+from .adapt import context_length, display, one_token, token_ids
 from .errors import ConfigError
 from .hooks import hooks, run_with_cache
 from .model import GPT, KVCache
@@ -149,8 +149,8 @@ class Patcher:
                 _, keys, values = block.attn.c_attn(block.ln_1(cache["resid_pre", i][1:2])).split(C, dim=2)
                 self.kv.append([t.view(1, T, H, C // H).transpose(1, 2) for t in (keys, values)])
         last = logits[:, self.position].float()
-        answer = int(last[0].argmax()) if answer is None else self._token(answer, tokenizer, "answer")
-        wrong = int(last[1].argmax()) if wrong is None else self._token(wrong, tokenizer, "wrong")
+        answer = int(last[0].argmax()) if answer is None else one_token(model, answer, tokenizer, "answer")
+        wrong = int(last[1].argmax()) if wrong is None else one_token(model, wrong, tokenizer, "wrong")
         show = display(tokenizer)
         if answer == wrong:
             raise ConfigError(f"the clean and the corrupted text both predict {show(answer)!r} at position "
@@ -175,19 +175,6 @@ class Patcher:
         self.jobs = [(kind, layer, start) for kind in kinds for layer in range(L)
                      for start in range(0, width[kind], self._rows(kind))]
         self.done = 0
-
-    def _token(self, token, tokenizer, what: str) -> int:
-        if isinstance(token, str):
-            if tokenizer is None:
-                raise ConfigError(f"{what}={token!r} is text: pass the tokenizer, or the token's id")
-            ids = tokenizer.encode(token)
-            if len(ids) != 1:
-                raise ConfigError(f"{what}={token!r} is {len(ids)} tokens, not one")
-            return ids[0]
-        vocab = self.model.config.vocab_size
-        if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < vocab:
-            raise ConfigError(f"{what}={token!r} must be a token id from 0 to {vocab - 1}, or a one-token text")
-        return token
 
     @property
     def total(self) -> int:

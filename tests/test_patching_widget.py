@@ -189,17 +189,18 @@ def test_the_static_snapshot_has_the_grids_and_the_metric(model, tok, tmp_path):
     assert page.startswith("<!doctype html>") and page.count("lmlab-patching-table") == 3
 
 
+async def stop_after_first_batch(view) -> None:
+    """Patch on a running loop, as in a notebook, and press Stop once one batch has run."""
+    view.run()
+    while view.patcher.done < 1:
+        await asyncio.sleep(0)
+    view.stop()
+    await view.wait()
+
+
 def test_a_stopped_grid_shows_grey_cells_in_the_snapshot(model, tok):
     view = PatchingView(model, tok, CLEAN, CORRUPTED)
-
-    async def notebook():
-        view.run()
-        while view.patcher.done < 1:
-            await asyncio.sleep(0)
-        view.stop()
-        await view.wait()
-
-    asyncio.run(notebook())
+    asyncio.run(stop_after_first_batch(view))
     snapshot = view._static_html()
     assert "background-color:rgb(200, 200, 200)" in snapshot and "not run" in snapshot
     assert "batches run)" in snapshot
@@ -209,15 +210,7 @@ def test_the_grid_travels_as_one_small_buffer(model, tok):
     with recording_comms():  # JSON as the kernel sends it: a nan there would raise
         view = PatchingView(model, tok, CLEAN, CORRUPTED)
         RecordingComm.states.clear()
-
-        async def notebook():
-            view.run()
-            while view.patcher.done < 1:
-                await asyncio.sleep(0)
-            view.stop()
-            await view.wait()
-
-        asyncio.run(notebook())  # a partial grid: nan cells
+        asyncio.run(stop_after_first_batch(view))  # a partial grid: nan cells
         view.run()
     sent = [buffers["data"] for _, buffers in RecordingComm.states if "data" in buffers]
     L, T, H, k = 2, len(CLEAN), 4, 10

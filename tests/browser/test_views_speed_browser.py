@@ -91,13 +91,13 @@ def timed(page, condition: str, arg, click, timeout: float = 30) -> float:
     return page.evaluate("() => window.__lmlabProbe.t1 - window.__lmlabProbe.t0")
 
 
-def forwards(jlab, runs: list) -> int:
-    """The model's forwards so far (the notebook's last cell, run once more; `runs` counts
-    its runs in this notebook)."""
+def forwards(jlab, runs: list, cell: int = 3) -> int:
+    """The model's forwards so far (`cell`, printing "forwards N run R ...", run once more;
+    `runs` counts its runs in this notebook)."""
     runs[0] += 1
-    run_cell(jlab, 3)
-    wait_until(lambda: f"run {runs[0]} " in cell_output(jlab, 3), what="the forward count")
-    return int(cell_output(jlab, 3).split()[1])
+    run_cell(jlab, cell)
+    wait_until(lambda: f"run {runs[0]} " in cell_output(jlab, cell), what="the forward count")
+    return int(cell_output(jlab, cell).split()[1])
 
 
 def grid_click(page, layer: int, head: int):

@@ -15,7 +15,7 @@ import random
 
 import nbformat
 from test_dashboard import cell_output, run_cell, wait_until
-from test_views_speed_browser import report, timed
+from test_views_speed_browser import forwards, report, timed
 
 PROMPT, STEPS, CLICKS = 32, 20, 17
 CHIP = ".lmlab-stepper .lmlab-chips .lmlab-chip"
@@ -59,14 +59,6 @@ def notebook() -> nbformat.NotebookNode:
     return nb
 
 
-def forwards(jlab, runs: list) -> int:
-    """The model's forwards since the stepper was built (cell 2, run once more)."""
-    runs[0] += 1
-    run_cell(jlab, 2)
-    wait_until(lambda: f"run {runs[0]} " in cell_output(jlab, 2), what="the forward count")
-    return int(cell_output(jlab, 2).split()[1])
-
-
 def test_why_this_token_is_drawn_and_runs_one_pass(jlab_only, page):
     jlab = jlab_only
     nbformat.write(notebook(), jlab.server.root / "why.ipynb")
@@ -78,7 +70,7 @@ def test_why_this_token_is_drawn_and_runs_one_pass(jlab_only, page):
     run_cell(jlab, 1)
     jlab.wait_for(CHIP)
     runs = [0]
-    assert forwards(jlab, runs) == 0
+    assert forwards(jlab, runs, cell=2) == 0
 
     page.locator(".lmlab-stepper .widget-toggle-button", has_text="explain").first.click()
     wait_until(lambda: page.locator(f"{CHIP}.lmlab-chip-explain").count() == total, what="explain mode")
@@ -91,7 +83,7 @@ def test_why_this_token_is_drawn_and_runs_one_pass(jlab_only, page):
         arg = {"index": index, "text": chips.nth(index).inner_text()}
         samples.append(timed(page, EXPLAINED, arg, chips.nth(index).click))
         titles.append((index, page.locator(".lmlab-stepper .lmlab-why-title").first.inner_text()))
-    assert forwards(jlab, runs) == 1  # the first click's pass of the text; the others none
+    assert forwards(jlab, runs, cell=2) == 1  # the first click's pass of the text; the others none
     jlab.element_screenshot(".lmlab-stepper", "why")
     jlab.element_screenshot(".lmlab-stepper .lmlab-chips", "why-chips")  # the outlined chip, close up
 
