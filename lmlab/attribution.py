@@ -159,21 +159,27 @@ def attribute(model, parts: Parts, position: int = -1, target=None, other=None, 
         raise ConfigError(f"target and other are the same token ({target}); a difference needs two tokens")
     d = direction(model, target, other)
     norm = model.transformer.ln_f
-    labels, stack = stream_parts(model, parts, model.config.n_layer, p)
-    effects = frozen_norm(stack, stack.sum(0), norm) @ d  # [N]
-    L, H = model.config.n_layer, model.config.n_head
-    at = {label: i for i, label in enumerate(labels)}
+    w = read_direction(parts.final[p], norm, d)
+    c = model.config
+    L, H, D = c.n_layer, c.n_head, c.n_embd // c.n_head
+    heads, biases, mlps = torch.empty(L, H), torch.zeros(L), torch.empty(L)
+    for i, block in enumerate(model.transformer.h):
+        proj = block.attn.c_proj
+        u = w @ proj.weight.detach().float().cpu()  # [C]: what each of head h's D outputs is worth
+        heads[i] = (parts.z[i, p] * u.view(H, D)).sum(-1)
+        if proj.bias is not None:
+            biases[i] = proj.bias.detach().float().cpu() @ w
+        if parts.mlp_out is not None:
+            mlps[i] = parts.mlp_out[i, p] @ w
+    wte, wpe = model.transformer.wte.weight.detach(), model.transformer.wpe.weight.detach()
     beta = norm.bias.detach().float().cpu() if norm.bias is not None else torch.zeros(d.shape)
     logit = parts.logits[p, target] - (parts.logits[p, other] if other is not None else 0)
     show = display(tokenizer)
     return Attribution(
         position=p, target=target, other=other, target_token=show(target),
         other_token=show(other) if other is not None else None,
-        embed=float(effects[0]), pos_embed=float(effects[1]),
-        heads=torch.stack([effects[at[f"L{layer}H{h}"]] for layer in range(L) for h in range(H)]).view(L, H),
-        biases=torch.stack([effects[at[f"L{layer} attn bias"]] for layer in range(L)]),
-        mlps=(None if parts.mlp_out is None
-              else torch.stack([effects[at[f"L{layer} MLP"]] for layer in range(L)])),
+        embed=float(wte[parts.ids[p]].float().cpu() @ w), pos_embed=float(wpe[p].float().cpu() @ w),
+        heads=heads, biases=biases, mlps=None if parts.mlp_out is None else mlps,
         bias_term=float(beta @ d), logit=float(logit))
 
 
@@ -184,19 +190,29 @@ def stream_parts(model, parts: Parts, layer: int, position: int) -> tuple[list[s
     and (unless attention only) "L{l} MLP"."""
     c = model.config
     H, D = c.n_head, c.n_embd // c.n_head
-    wte, wpe = model.transformer.wte.weight, model.transformer.wpe.weight
+    per_block = H + 1 + (parts.mlp_out is not None)
+    stack = torch.empty(2 + layer * per_block, c.n_embd)
+    stack[0] = model.transformer.wte.weight.detach()[parts.ids[position]]
+    stack[1] = model.transformer.wpe.weight.detach()[position]
     labels = ["embed", "pos_embed"]
-    rows = [wte[parts.ids[position]].detach().float().cpu(), wpe[position].detach().float().cpu()]
     for i, block in enumerate(model.transformer.h[:layer]):
-        proj = block.attn.c_proj
+        row, proj = 2 + i * per_block, block.attn.c_proj
         w_o = proj.weight.detach().float().cpu().view(c.n_embd, H, D)  # [C, H, D]: head h's columns, no copy
-        rows += list((w_o * parts.z[i, position]).sum(-1).t())  # [H, C]: z_h @ W_O[h]
-        rows.append(proj.bias.detach().float().cpu() if proj.bias is not None else torch.zeros(c.n_embd))
+        stack[row:row + H] = (w_o * parts.z[i, position]).sum(-1).t()  # z_h @ W_O[h]
+        stack[row + H] = proj.bias.detach() if proj.bias is not None else 0
         labels += [f"L{i}H{h}" for h in range(H)] + [f"L{i} attn bias"]
         if parts.mlp_out is not None:
-            rows.append(parts.mlp_out[i, position])
+            stack[row + H + 1] = parts.mlp_out[i, position]
             labels.append(f"L{i} MLP")
-    return labels, torch.stack(rows)
+    return labels, stack
+
+
+def read_direction(whole: torch.Tensor, norm: torch.nn.LayerNorm, d: torch.Tensor) -> torch.Tensor:
+    """w [C] such that part · w = frozen_norm(part) · d for every part of the stream `whole`
+    [C]: (γ ⊙ d) / σ(whole), centred (a part's mean times Σw is then 0)."""
+    sigma = torch.sqrt(whole.var(unbiased=False) + norm.eps)
+    w = norm.weight.detach().float().cpu() * d / sigma
+    return w - w.mean()
 
 
 def frozen_norm(stack: torch.Tensor, whole: torch.Tensor, norm: torch.nn.LayerNorm) -> torch.Tensor:

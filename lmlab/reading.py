@@ -4,7 +4,8 @@ Sampling, next-token distributions, attention and embeddings all read a model
 through `reading(model)`: the model's lock (the trainer holds the same lock for the
 whole of each step, so a reader never sees half-updated weights), eval mode (no
 dropout), no autograd, and a random generator of its own, so reading never draws
-from the global RNG that drives dropout. The training mode is restored after.
+from the global RNG that drives dropout. The training mode is restored after (a model
+already in eval mode, `model.training` False, is read as it is).
 
 Each model also has a weights version, `weights_version(model)`: a counter that every
 change of its weights through lmlab advances (a training step, `load_state_dict`, a reset,
@@ -48,12 +49,14 @@ def reading(model: torch.nn.Module, seed: int | None = None):
     generator = torch.Generator().manual_seed(secrets.randbits(63) if seed is None else seed)
     with model_lock(model):
         was_training = model.training
-        model.eval()
+        if was_training:  # eval() walks every module: a model in eval mode is read as it is
+            model.eval()
         try:
             with torch.no_grad():
                 yield generator
         finally:
-            model.train(was_training)
+            if was_training:
+                model.train()
 
 
 def weights_version(model: torch.nn.Module) -> int:
