@@ -172,7 +172,7 @@ def test_the_batched_grids_equal_patching_one_cell_at_a_time(tok, batch_size):
     clean, corrupted = tok.encode("abcdabcda"), tok.encode("abcdabgda")
     found = patch(m, clean, corrupted, answer=1, wrong=2, batch_size=batch_size, progress=False)
     want = one_by_one(m, clean, corrupted, 1, 2)
-    for kind in ("resid_pre", "heads", "mlps"):  # cells reach 5 (metric / a small clean-corrupted gap): rtol too
+    for kind in ("resid_pre", "heads", "mlps"):  # cells reach 5 (metric / a small clean-corrupted gap): rtol
         torch.testing.assert_close(found.grids[kind], want[kind], atol=1e-4, rtol=1e-4, msg=kind)
     assert found.complete and found.position == 8
 
