@@ -20,9 +20,11 @@ before l would compute what they computed then). In a causal model the positions
 the first one a batch patches are the corrupted run's too, so a batch starting at position
 s runs positions s..P only, attending to the corrupted run's keys and values before s (a
 grid costs about half the positions' work); positions after P, where the metric is read,
-cannot reach it and are not run. Only position P goes through the unembedding. Each
-cell keeps the patched run's k likeliest tokens at `position`, so a view shows them on a
-click without running the model.
+cannot reach it and are not run. Nor are cells whose clean activation equals the corrupted
+one bit for bit, as the positions before the first token the texts differ in do: putting
+them back leaves the corrupted run, so their cells are known (0 restored). Only position P
+goes through the unembedding. Each cell keeps the patched run's k likeliest tokens at
+`position`, so a view shows them on a click without running the model.
 
     p = patch(model, "the cat sat", "the dog sat", tokenizer)
     p.resid[1, 4]; p.predictions("heads", 1, 2)
@@ -172,9 +174,25 @@ class Patcher:
             top_ids={kind: torch.zeros(L, width[kind], k, dtype=torch.long) for kind in kinds},
             top_probs={kind: torch.zeros(L, width[kind], k) for kind in kinds}, tokenizer=tokenizer)
         self.corrupted_logits = last[1:2]
-        self.jobs = [(kind, layer, start) for kind in kinds for layer in range(L)
-                     for start in range(0, width[kind], self._rows(kind))]
+        self.jobs = [job for kind in kinds for layer in range(L) for job in self._plan(kind, layer)]
         self.done = 0
+
+    def _plan(self, kind: str, layer: int) -> list[tuple[str, int, torch.Tensor, torch.Tensor]]:
+        """The batches of one layer of `kind`: (kind, layer, cells to run, cells known). A cell
+        whose clean activation equals the corrupted run's, bit for bit (every position before
+        the first token the texts differ in, in a causal model), or that patches a position
+        after the metric's, leaves the corrupted run as it was: it is known without a run,
+        and filled by the layer's first batch."""
+        P, point = self.position, {"resid_pre": "resid_pre", "heads": "z", "mlps": "mlp_out"}[kind]
+        both = self.cache[point, layer]  # [2, T, C] or, for heads, [2, T, H, D]
+        if kind == "heads":
+            differs = (both[0, :P + 1] != both[1, :P + 1]).flatten(2).any(-1).any(0)  # [H]
+        else:
+            differs = (both[0] != both[1]).any(-1) & (torch.arange(both.size(1), device=both.device) <= P)
+        cells = torch.arange(differs.numel())
+        run, known = cells[differs.cpu()], cells[~differs.cpu()]
+        batches = list(run.split(self._rows(kind))) or [run]
+        return [(kind, layer, rows, known if i == 0 else known[:0]) for i, rows in enumerate(batches)]
 
     @property
     def total(self) -> int:
@@ -189,54 +207,61 @@ class Patcher:
 
     def run_batch(self) -> None:
         """Run the next batch: some cells of one layer of one kind (see `batch_size`)."""
-        kind, layer, start = self.jobs[self.done]
-        model, r, P = self.model, self.result, self.position
-        stop = min(start + self._rows(kind), r.grids[kind].size(1))
-        rows = torch.arange(start, stop)
-        # a causal model's positions before the first one patched are the corrupted run's: start there,
-        # from its keys and values; positions after the metric's cannot reach it
-        first = 0 if kind == "heads" else min(start, P + 1)
+        kind, layer, rows, known = self.jobs[self.done]
+        model, r = self.model, self.result
         with reading(model):
             if weights_version(model) != self.version:
                 raise ConfigError("the model's weights changed (a training step) since this patching began; "
                                   "start it again, or pause training while it runs")
-            clean = self.cache  # row 0: the clean text, row 1: the corrupted one
-            x = clean["resid_pre", layer][1:2, first:P + 1].expand(len(rows), -1, -1).clone()
-            cache = self._prefix(layer, first, len(rows))
-            at = torch.arange(len(rows))
-            here = rows - first  # each row's patched position, in x
-            fwd_hooks = []
-            if kind == "resid_pre":
-                reach = rows <= P
-                x[at[reach], here[reach]] = clean["resid_pre", layer][0, rows[reach]]
-            elif kind == "heads":
-                def put_head(z, hook):
-                    z = z.clone()
-                    z[at, :, rows] = clean["z", layer][0, :P + 1, rows].transpose(0, 1)
-                    return z
-                fwd_hooks = [(f"blocks.{layer}.attn.hook_z", put_head)]
-            else:
-                def put_mlp(out, hook):
-                    reach = rows <= P
-                    out = out.clone()
-                    out[at[reach], here[reach]] = clean["mlp_out", layer][0, rows[reach]]
-                    return out
-                fwd_hooks = [(f"blocks.{layer}.hook_mlp_out", put_mlp)]
-            if x.size(1):
-                with hooks(model, fwd_hooks):
-                    for i in range(layer, model.config.n_layer):
-                        x = model.transformer.h[i](x, cache, i)
-                    logits = model.lm_head(model.transformer.ln_f(x[:, -1])).float()  # [B, V] at P
-            else:  # every row patches a position after the metric's: the corrupted run, unchanged
-                logits = self.corrupted_logits.expand(len(rows), -1)
-        metric = logits[:, self.answer] - logits[:, self.wrong]
-        r.grids[kind][layer, start:stop] = ((metric - r.corrupted_metric)
-                                            / (r.clean_metric - r.corrupted_metric)).cpu()
-        top = torch.softmax(logits, dim=-1).topk(self.k, dim=-1)
-        r.top_ids[kind][layer, start:stop] = top.indices.cpu()
-        r.top_probs[kind][layer, start:stop] = top.values.cpu()
+            if len(rows):
+                logits = self._patched(kind, layer, rows)
+        self._keep(kind, layer, known, self.corrupted_logits.expand(len(known), -1))
+        if len(rows):
+            self._keep(kind, layer, rows, logits)
         self.done += 1
         r.complete = self.done == len(self.jobs)
+
+    def _patched(self, kind: str, layer: int, rows: torch.Tensor) -> torch.Tensor:
+        """Logits [len(rows), V] at the metric's position of the corrupted run with the clean
+        activation of each of `rows` (positions at most P, or heads) put back at `layer`."""
+        model, P, clean = self.model, self.position, self.cache  # cache row 0: clean, row 1: corrupted
+        # a causal model's positions before the first one patched are the corrupted run's: start there,
+        # from its keys and values; positions after the metric's cannot reach it
+        first = 0 if kind == "heads" else int(rows.min())
+        x = clean["resid_pre", layer][1:2, first:P + 1].expand(len(rows), -1, -1).clone()
+        cache = self._prefix(layer, first, len(rows))
+        at, here = torch.arange(len(rows)), rows - first  # each row's patched position, in x
+        fwd_hooks = []
+        if kind == "resid_pre":
+            x[at, here] = clean["resid_pre", layer][0, rows]
+        elif kind == "heads":
+            def put_head(z, hook):
+                z = z.clone()
+                z[at, :, rows] = clean["z", layer][0, :P + 1, rows].transpose(0, 1)
+                return z
+            fwd_hooks = [(f"blocks.{layer}.attn.hook_z", put_head)]
+        else:
+            def put_mlp(out, hook):
+                out = out.clone()
+                out[at, here] = clean["mlp_out", layer][0, rows]
+                return out
+            fwd_hooks = [(f"blocks.{layer}.hook_mlp_out", put_mlp)]
+        with hooks(model, fwd_hooks):
+            for i in range(layer, model.config.n_layer):
+                x = model.transformer.h[i](x, cache, i)
+            return model.lm_head(model.transformer.ln_f(x[:, -1])).float()  # [B, V] at P
+
+    def _keep(self, kind: str, layer: int, cells: torch.Tensor, logits: torch.Tensor) -> None:
+        """Store the restored fraction and the top k of `logits` [len(cells), V] in the grid."""
+        if not len(cells):
+            return
+        r = self.result
+        metric = logits[:, self.answer] - logits[:, self.wrong]
+        r.grids[kind][layer, cells] = ((metric - r.corrupted_metric)
+                                       / (r.clean_metric - r.corrupted_metric)).cpu()
+        top = torch.softmax(logits, dim=-1).topk(self.k, dim=-1)
+        r.top_ids[kind][layer, cells] = top.indices.cpu()
+        r.top_probs[kind][layer, cells] = top.values.cpu()
 
     def _rows(self, kind: str) -> int:
         """Cells a batch of `kind` runs."""

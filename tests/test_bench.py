@@ -44,3 +44,19 @@ def test_without_a_gpu_the_device_checks_say_so_and_exit_0(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert main(["device"]) == 0
     assert "no CUDA GPU here" in capsys.readouterr().out
+
+
+def test_the_interp_bench_runs_small_against_transformer_lens(capsys):
+    """`python -m lmlab.bench interp` at a tiny shape: both tables print, with the peer's grid."""
+    from _needs import need
+
+    need("transformer_lens", "pip install '.[interp]'")
+    from lmlab.bench.interp import bench_interp
+    from lmlab.model import GPTConfig
+
+    tiny = GPTConfig(vocab_size=16, block_size=16, n_layer=2, n_head=2, n_embd=16)
+    found = bench_interp(rounds=1, shapes=(("tiny", tiny, 8),))
+    assert set(found["tiny"]) == {"attribution", "grid", "grid_s", "vs_transformer_lens"}
+    assert all(value > 0 for value in found["tiny"].values())
+    out = capsys.readouterr().out
+    assert "(a) direct logit attribution" in out and "TransformerLens grid" in out

@@ -203,11 +203,34 @@ def test_patching_stops_between_batches_and_leaves_the_rest_unrun(tok):
     found = patch(m, "abcdabcda", "abcdabgda", tok, answer="b", wrong="c", progress=False,
                   stop=lambda: calls.append(1) or True)
     assert not found.complete and len(calls) == 1
-    first = Patcher(m, "abcdabcda", "abcdabgda", tok, answer="b", wrong="c").batch_size
-    assert first == 3  # a quarter of the 9 positions, rounded up
-    assert not found.resid[0, :first].isnan().any() and found.resid[0, first:].isnan().all()
+    patcher = Patcher(m, "abcdabcda", "abcdabgda", tok, answer="b", wrong="c")
+    assert patcher.batch_size == 3  # a quarter of the 9 positions, rounded up
+    # layer 0's one batch: the stream entering it is the embeddings, which differ at the 'g' (position 6) alone
+    kind, layer, rows, known = patcher.jobs[0]
+    assert (kind, layer, rows.tolist(), known.tolist()) == ("resid_pre", 0, [6], [0, 1, 2, 3, 4, 5, 7, 8])
+    assert not found.resid[0].isnan().any() and (found.resid[0, :6] == 0).all()
     assert found.resid[1].isnan().all()
     assert found.heads.isnan().all() and found.predictions("heads", 0, 0) == []
+
+
+def test_cells_the_texts_share_are_known_without_a_run(tok):
+    """Positions before the first token the texts differ in hold the same activations in both
+    runs, so patching them restores nothing: they are filled, not run, and match a run of them."""
+    m = model()
+    clean, corrupted = tok.encode("abcdabcdab"), tok.encode("abcdabcgab")  # they differ at position 7
+    patcher = Patcher(m, clean, corrupted, answer=1, wrong=2, batch_size=2)
+    run = {(kind, at): sorted(c for k, layer, rows, _ in patcher.jobs if (k, layer) == (kind, at)
+                              for c in rows.tolist())
+           for kind in ("resid_pre", "mlps") for at in (0, 1)}
+    assert run == {("resid_pre", 0): [7], ("resid_pre", 1): [7, 8, 9],
+                   ("mlps", 0): [7, 8, 9], ("mlps", 1): [7, 8, 9]}
+    assert len(patcher.jobs) == (1 + 2 + 2) + (2 + 2 + 2)  # batches (of 2) of positions, of 4 heads, of MLPs
+    found = patcher.run(progress=False)
+    want = one_by_one(m, clean, corrupted, 1, 2)
+    for kind in ("resid_pre", "mlps"):
+        assert (found.grids[kind][:, :7] == 0).all()
+        torch.testing.assert_close(found.grids[kind], want[kind], atol=1e-4, rtol=1e-4, msg=kind)
+    assert found.predictions("resid_pre", 1, 0) == found.predictions("mlps", 0, 3)  # both the corrupted run
 
 
 def test_a_training_step_between_batches_is_caught(tok):

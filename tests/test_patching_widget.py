@@ -126,8 +126,8 @@ def test_on_an_event_loop_it_runs_in_the_background_and_stops_between_batches(mo
     total = view.patcher.total
     assert view.patcher.done == 1 < total and not view.result.complete
     drawn = view.grid.values("resid_pre")
-    first = view.patcher.batch_size  # the first batch: layer 0's first positions
-    assert not drawn[0, :first].isnan().any() and drawn[0, first:].isnan().all() and drawn[1].isnan().all()
+    assert view.patcher.jobs[1][:2] == ("resid_pre", 1)  # the first batch was the whole of layer 0
+    assert not drawn[0].isnan().any() and drawn[1].isnan().all()
     assert view.grid.values("heads").isnan().all() and view.grid.values("mlps").isnan().all()
     assert f"stopped after 1 of {total} batches" in status(view)
     assert not view.running and not view.patch_button.disabled and view.stop_button.disabled

@@ -9,7 +9,9 @@ recording every activation point against a plain forward; a training step with t
 present and unread against the same model with the points taken out (as before
 `lmlab.hooks`). With `--browser`, the same interactions clicked in JupyterLab in
 headless Chromium, from the click to the redrawn element (`tests/browser/
-test_views_speed_browser.py`, which needs a source checkout).
+test_views_speed_browser.py`, which needs a source checkout), with a click on a generated
+token explained in the stepper and a click on a patching cell (`test_why_speed_browser.py`,
+`test_patching_browser.py`).
 """
 
 from __future__ import annotations
@@ -29,9 +31,14 @@ TOKENS = 128
 FULL_CONTEXT = 1024  # the browser's big-view case: GPT-2's whole context
 SHAPES = {"characters": "GPT-2 shape, a character vocabulary",
           "gpt2-vocab": "GPT-2 shape, 50,257 tokens"}
+CLICKED_ONLY = {"why": "GPT-2 shape, characters, the stepper on 32 + 20 tokens, a click on a token: explain",
+                "patching": "GPT-2 shape, characters, 32 tokens, the patching view's grids drawn"}
+BROWSER_TESTS = ("test_views_speed_browser.py", "test_why_speed_browser.py", "test_patching_browser.py")
 GOALS = {"explorer built": "(goal <= 2,000 ms, <= 2 forwards)",
          "select a head": "(goal p95 <= 100 ms)", "focus a token": "(goal p95 <= 100 ms)",
          "knock a head out": "(goal p95 <= 1 forward + 100 ms)", "Step": "(goal p95 <= 100 ms)"}
+CLICK_GOALS = {**GOALS, "later clicks": "(goal p95 <= 100 ms)",
+               "show a cell's predictions": "(goal p95 <= 100 ms)"}
 
 
 def gpt2_sized_tokenizer(text: str, vocab_size: int = 50257):
@@ -214,19 +221,21 @@ def print_kernel_figures(figures: dict) -> None:
 
 
 def browser_figures(clicks: int = 16) -> dict:
-    """Click-to-repaint samples from the browser test, run through pytest (the browser
-    test harness: JupyterLab on 127.0.0.1, Debian's Chromium)."""
+    """Click-to-repaint samples from the browser tests (`BROWSER_TESTS`: the views, the
+    stepper's explain, the patching view), run through pytest (the browser test harness:
+    JupyterLab on 127.0.0.1, Debian's Chromium)."""
     import lmlab
 
-    test = Path(lmlab.__file__).resolve().parents[1] / "tests" / "browser" / "test_views_speed_browser.py"
-    if not test.exists():
-        raise SystemExit(f"the click figures need a source checkout of lmlab: {test} is missing "
-                         "(git clone the repository and pip install -e '.[dev]')")
-    with tempfile.TemporaryDirectory() as folder:
-        out = Path(folder) / "clicks.json"
+    folder = Path(lmlab.__file__).resolve().parents[1] / "tests" / "browser"
+    tests = [folder / name for name in BROWSER_TESTS]
+    if not all(test.exists() for test in tests):
+        raise SystemExit(f"the click figures need a source checkout of lmlab: {folder} lacks the "
+                         "browser tests (git clone the repository and pip install -e '.[dev]')")
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "clicks.json"
         env = {**os.environ, "LMLAB_BENCH_OUT": str(out), "LMLAB_BENCH_CLICKS": str(clicks)}
         code = subprocess.call([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                                str(test)], env=env, cwd=test.parents[2])
+                                *map(str, tests)], env=env, cwd=folder.parents[1])
         if code or not out.exists():
             raise SystemExit(f"the browser test failed (pytest exit code {code})")
         return json.loads(out.read_text())
@@ -250,9 +259,10 @@ def bench_views(clicks: int = 16, rounds: int = 5, browser: bool = False) -> dic
     if browser:
         figures["browser"] = browser_figures(clicks)
         for vocab, samples in figures["browser"].items():
-            shape = SHAPES.get(vocab) or f"{SHAPES['characters']}, {FULL_CONTEXT:,} tokens (the whole context)"
+            shape = (SHAPES.get(vocab) or CLICKED_ONLY.get(vocab)
+                     or f"{SHAPES['characters']}, {FULL_CONTEXT:,} tokens (the whole context)")
             report_latency(f"{shape}, JupyterLab in headless Chromium: from the click to "
-                           "the redrawn element", samples, notes=GOALS)
+                           "the redrawn element", samples, notes=CLICK_GOALS)
     return figures
 
 

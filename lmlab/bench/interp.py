@@ -39,11 +39,12 @@ def _texts(config: GPTConfig, tokens: int) -> tuple[list[int], list[int]]:
     return clean, corrupted
 
 
-def bench_interp(rounds: int = 3, peer: bool = True) -> dict:
-    """Prints (a) and (b) for each shape; returns {shape: {"attribution": ratio to a forward,
-    "grid": ratio to its forwards, "grid_s": seconds, "vs_transformer_lens": speed ratio}}."""
+def bench_interp(rounds: int = 3, peer: bool = True, shapes=SHAPES) -> dict:
+    """Prints (a) and (b) for each of `shapes`, (name, GPTConfig, tokens); returns {name:
+    {"attribution": ratio to a forward, "grid": ratio to its forwards, "grid_s": seconds,
+    "vs_transformer_lens": speed ratio}}. The GPT-2 shape's grids run once, without warm-up."""
     out = {}
-    for name, config, tokens in SHAPES:
+    for name, config, tokens in shapes:
         torch.manual_seed(0)
         model = GPT(config).eval()
         clean, corrupted = _texts(config, tokens)
@@ -55,9 +56,9 @@ def bench_interp(rounds: int = 3, peer: bool = True) -> dict:
                 model(batch)
 
         attribution = report(f"(a) direct logit attribution of one position vs a forward, {where}",
-                             rates(interleaved({"forward": repeat(forward, 5),
+                             rates(interleaved({"forward": repeat(forward, 10),
                                                 "attribution": repeat(lambda: logit_attribution(
-                                                    model, clean, -1, clean[-1]), 5)}, rounds), 5 * rounds),
+                                                    model, clean, -1, clean[-1]), 10)}, rounds), 10 * rounds),
                              baseline="forward", unit="per s",
                              notes={"attribution": "(goal: at most 1.2x a forward's time)"})
 
