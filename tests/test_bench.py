@@ -56,7 +56,7 @@ def test_the_interp_bench_runs_small_against_transformer_lens(capsys):
 
     tiny = GPTConfig(vocab_size=16, block_size=16, n_layer=2, n_head=2, n_embd=16)
     found = bench_interp(rounds=1, shapes=(("tiny", tiny, 8),))
-    assert set(found["tiny"]) == {"attribution", "grid", "grid_s", "vs_transformer_lens"}
+    assert set(found["tiny"]) == {"attribution", "grid", "grid_s", "worst_grid_s", "vs_transformer_lens"}
     assert all(value > 0 for value in found["tiny"].values())
     out = capsys.readouterr().out
     assert "(a) direct logit attribution" in out and "TransformerLens grid" in out
