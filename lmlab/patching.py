@@ -214,10 +214,8 @@ class Patcher:
                 raise ConfigError("the model's weights changed (a training step) since this patching began; "
                                   "start it again, or pause training while it runs")
             if len(rows):
-                logits = self._patched(kind, layer, rows)
+                self._keep(kind, layer, rows, self._patched(kind, layer, rows))
         self._keep(kind, layer, known, self.corrupted_logits.expand(len(known), -1))
-        if len(rows):
-            self._keep(kind, layer, rows, logits)
         self.done += 1
         r.complete = self.done == len(self.jobs)
 
