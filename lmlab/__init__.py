@@ -27,6 +27,7 @@ from .pretrained import from_pretrained
 from .reading import reading
 from .sampling import beam_search, distribution, generate, next_token_distribution, score
 from .stepper import Stepper
+from .timeline import Timeline
 from .tokenizers import BPETokenizer, CharTokenizer, GPT2Tokenizer
 from .train import TrainConfig, Trainer
 
@@ -35,7 +36,7 @@ __version__ = "0.1.0"
 __all__ = [
     "GPT", "GPTConfig", "best_device", "CharTokenizer", "BPETokenizer", "GPT2Tokenizer",
     "load_corpus", "TokenDataset", "CORPORA", "checkpoint",
-    "Trainer", "TrainConfig", "generate", "next_token_distribution", "reading",
+    "Trainer", "TrainConfig", "Timeline", "generate", "next_token_distribution", "reading",
     "capture_attention", "logit_lens", "from_pretrained",
     "attribution", "patching", "circuits", "logit_attribution",
     "finetune", "from_scratch", "Stepper", "distribution", "beam_search", "score",

@@ -139,6 +139,25 @@ def induction_score(weights: torch.Tensor, length: int) -> torch.Tensor:
     return weights[..., queries, queries - length + 1].mean(-1)
 
 
+def induction_score_on(weights: torch.Tensor, ids: list[int]) -> torch.Tensor:
+    """[L, H] induction scores of attention [L, H, T, T] on any text `ids` with repeats:
+    the mean, over queries q whose token occurred before at p < q - 1 (its latest
+    occurrence), of attention to key p + 1, the token that followed it. On a sequence
+    repeated twice whose first half has no repeats it is `induction_score`."""
+    last: dict[int, int] = {}
+    queries, keys = [], []
+    for q, token in enumerate(ids):
+        p = last.get(token)
+        if p is not None and p + 1 < q:
+            queries.append(q)
+            keys.append(p + 1)
+        last[token] = q
+    if not queries:
+        raise ConfigError("the text repeats no token: an induction score needs a token that "
+                          "occurs twice, with at least one token between")
+    return weights[..., torch.tensor(queries), torch.tensor(keys)].mean(-1)
+
+
 INDUCTION_LENGTH = 128  # the default probe: 128 random tokens, then the same 128 again
 
 

@@ -89,6 +89,7 @@ class Trainer:
         self._after_step = None
         self._pinned_decay = False  # lr_decay_steps was pinned when max_steps was raised
         self._ddp = None  # the model in DistributedDataParallel, under a process group
+        self.timeline = None  # a lmlab.Timeline keeping snapshots of the weights, when made
         self._fresh_state(config.seed)
         default_prompt = dataset.tokenizer.decode(dataset.train_ids[:1].tolist())
         self.sampling = SampleSettings(prompt=default_prompt, every=0)
@@ -692,15 +693,16 @@ class Trainer:
 
     # ---- checkpoints -------------------------------------------------------------------
 
-    def save(self, path) -> Path:
-        """Model, tokenizer, optimizer, RNG states and history in one checkpoint file.
-        Returns the path written (`checkpoint.save`'s). Under a process group every rank
-        calls it (the ranks' random streams are gathered) and rank 0 alone writes; every
+    def save(self, path, timeline: bool = False) -> Path:
+        """Model, tokenizer, optimizer, RNG states and history in one checkpoint file;
+        with `timeline`, the snapshots of `self.timeline` too (`lmlab.Timeline`). Returns
+        the path written (`checkpoint.save`'s). Under a process group every rank calls it
+        (the ranks' random streams are gathered) and rank 0 alone writes; every
         rank then returns rank 0's path, or raises when rank 0 could not write."""
         with self.lock:
             streams = self._all_stream_states()
             # rank 0 writes; every rank returns its path, or raises what stopped it
-            return distributed.on_main(train_checkpoint.write, self, path, streams)
+            return distributed.on_main(train_checkpoint.write, self, path, streams, timeline)
 
     def restore(self, path) -> None:
         """Load a checkpoint written by `save` into this trainer (same model shape).
@@ -715,6 +717,7 @@ class Trainer:
     def _restore(self, ck: checkpoint.Checkpoint, path) -> None:
         changed = train_checkpoint.restore(self, ck, path)
         self._emit("reset", None)
+        train_checkpoint.restore_timeline(self, ck)
         self._told(changed)
 
     @classmethod

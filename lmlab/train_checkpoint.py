@@ -15,11 +15,13 @@ from .errors import CheckpointError
 from .history import History
 from .optim import make_optimizer
 from .rollback import Rollback
+from .timeline import Timeline
 from .train_config import TrainConfig
 
 
-def write(trainer, path, streams: dict) -> Path:
-    """Rank 0's part of `Trainer.save`: the file, with every rank's `streams`."""
+def write(trainer, path, streams: dict, timeline: bool = False) -> Path:
+    """Rank 0's part of `Trainer.save`: the file, with every rank's `streams` (and the
+    snapshots of `trainer.timeline` with `timeline`)."""
     opt = trainer.optimizer.state_dict()
     tensors, opt_values = {}, {}
     for pid, entry in opt["state"].items():
@@ -34,6 +36,13 @@ def write(trainer, path, streams: dict) -> Path:
         tensors["rng.batches" + tail] = batches
         if rng["cuda"] is not None:
             tensors["rng.cuda" + tail] = rng["cuda"]
+    kept = None
+    if timeline:
+        if trainer.timeline is None:
+            raise CheckpointError("save(path, timeline=True) but this trainer keeps no timeline; "
+                                  "make one first: lmlab.Timeline(trainer)")
+        snapshots, kept = trainer.timeline.to_checkpoint()
+        tensors.update(snapshots)
     return checkpoint.save(
         path, trainer.model, trainer.dataset.tokenizer, tensors=tensors,
         trainer={
@@ -46,6 +55,7 @@ def write(trainer, path, streams: dict) -> Path:
             "optimizer_values": opt_values,
             "history": trainer.history.to_json(),
             "frozen": trainer.frozen,
+            **({"timeline": kept} if kept is not None else {}),
         },
     )
 
@@ -112,6 +122,13 @@ def restore(trainer, ck: checkpoint.Checkpoint, path) -> dict:
         trainer.samples.clear()
         trainer._rollback = Rollback()
     return changed
+
+
+def restore_timeline(trainer, ck: checkpoint.Checkpoint) -> None:
+    """The timeline saved in `ck` (`save(path, timeline=True)`), onto `trainer`."""
+    settings = ck.extra["trainer"].get("timeline")
+    if settings is not None:
+        Timeline.from_checkpoint(trainer, ck.tensors, settings)
 
 
 def from_checkpoint(cls, ck: checkpoint.Checkpoint, path, data, device=None):
