@@ -231,6 +231,20 @@ class _Window:
         self.length = len(ids)
         return logits
 
+    def read_all(self, ids: list[int]) -> torch.Tensor:
+        """Logits [T, V] of every position of `ids` (at most `context` of them), read
+        afresh in one pass; the main cache then holds them all."""
+        self.length = 0
+        if isinstance(self.model, GPT):
+            cache = self._cache = self._cache or self.model.new_cache()
+            cache.length = 0
+            logits = self.model(torch.tensor([ids], device=device_of(self.model)), cache=cache).logits[0]
+        else:
+            out = self.model(input_ids=torch.tensor([ids], device=device_of(self.model)), use_cache=True)
+            self._cache, logits = out.past_key_values, out.logits[0]
+        self.length = len(ids)
+        return logits
+
     def truncate(self, n: int) -> None:
         """Forget the cached positions from n on."""
         self.length = min(self.length, n)

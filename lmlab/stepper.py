@@ -42,6 +42,7 @@ class _Entry:
     logits: torch.Tensor
     state: torch.Tensor
     top: list | None = None  # the model's top tokens here, [(id, probability), ...], once asked for
+    settings: tuple = (1.0, None, None)  # the temperature, top_k and top_p it was taken at
 
 
 @dataclass
@@ -131,6 +132,32 @@ class Stepper:
         self._tip: tuple | None = None  # (generator state, logits) where back() started
         self.branches: list[Branch] = []
         self._dist = None
+
+    def use_model(self, model) -> None:
+        """Read with `model` from now on, e.g. the weights of another step of the same run
+        (`lmlab.Timeline.model_at`): the tokens taken stay and are read again, so each
+        step's probabilities are the new model's; branches are forgotten, the generator
+        goes on where it was. The model must have the same vocabulary."""
+        if model.config.vocab_size != self._vocab:
+            raise ConfigError(f"the new model has {model.config.vocab_size} tokens, this stepper's "
+                              f"{self._vocab}: a stepper reads one vocabulary; make a new Stepper")
+        self.model, self._window = model, _Window(model)
+        if self._window.context is not None and len(self.ids) > self._window.context:
+            taken, state = self.new_ids, self._generator.get_state()
+            self.reset()  # past the context each position reads its own window: step again
+            for token in taken:
+                self.step(token)
+            self._generator.set_state(state)
+            return
+        with reading(model):  # one pass reads every position
+            logits = self._window.read_all(self.ids)
+        for entry in self._history:
+            p = entry.step.position
+            _, probs, _, _ = _filters(logits[p - 1], *entry.settings)
+            entry.step = self._describe(p, entry.step.id, logits[p - 1], probs, entry.step.sampled)
+            entry.logits, entry.top = logits[p - 1], None
+        self.logits, self._dist = logits[-1], None
+        self._undone, self._tip, self.branches = [], None, []
 
     def _encode(self, prompt) -> list[int]:
         if isinstance(prompt, str):
@@ -278,21 +305,25 @@ class Stepper:
             self._window.truncate(len(self.ids))
             self._generator.set_state(state)
             raise
-        raw = logits.detach().float()
-        log_raw = raw.log_softmax(-1)
-        step = Step(position=len(self.ids) - 1, id=token, text=self._display(token),
-                    rank=_rank(raw, token), prob=float(probs[token]),
-                    prob_raw=math.exp(float(log_raw[token])), log_prob=float(log_raw[token]),
-                    entropy=_entropy(probs), entropy_raw=float(-(log_raw.exp() * log_raw).sum()),
-                    sampled=sampled)
+        step = self._describe(len(self.ids) - 1, token, logits, probs, sampled)
         if self._undone:
             if self._undone[-1].step.id == token:  # the path back() stepped over, again
                 self._undone.pop()
             else:
                 self.branches.append(self._leave(step.position))
-        self._history.append(_Entry(step, logits, state))
+        self._history.append(_Entry(step, logits, state, settings=(temperature, top_k, top_p)))
         self.logits, self._dist = next_logits, None
         return step
+
+    def _describe(self, position: int, token: int, logits, probs, sampled: bool) -> Step:
+        """The Step of `token` taken at `position` from `logits` [V] (`probs`: filtered)."""
+        raw = logits.detach().float()
+        log_raw = raw.log_softmax(-1)
+        return Step(position=position, id=token, text=self._display(token),
+                    rank=_rank(raw, token), prob=float(probs[token]),
+                    prob_raw=math.exp(float(log_raw[token])), log_prob=float(log_raw[token]),
+                    entropy=_entropy(probs), entropy_raw=float(-(log_raw.exp() * log_raw).sum()),
+                    sampled=sampled)
 
     def greedy(self, n: int) -> list[Step]:
         """`n` steps at temperature 0, the most likely token each time, recorded as steps at

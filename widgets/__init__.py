@@ -15,8 +15,9 @@ from .patching import PatchingView
 from .playground import TokenizerPlayground
 from .scaling import ScalingLab
 from .stepper import SamplingStepper
+from .timeline import TimelineView
 from .surprise import TokenSurprise
 
 __all__ = ["TrainingDashboard", "RunComparison", "AttentionExplorer", "head_view", "model_view",
            "SamplingStepper", "TokenSurprise", "EmbeddingMap", "TokenizerPlayground", "ScalingLab",
-           "LogitLensView", "ModelComparison", "PatchingView"]
+           "LogitLensView", "ModelComparison", "PatchingView", "TimelineView"]

@@ -40,6 +40,7 @@ class View:
     call `_watch(...)` for each trainer event they use."""
 
     refresh = REFRESH_S
+    shown_step: int | None = None  # the training step a `TimelineView` shows here (None: now)
     _display_id = None  # set when displayed in IPython: the outputs `refresh_snapshot` replaces
 
     def _init_view(self, trainers, refresh: float = REFRESH_S, key=None, subject: str | None = None):
@@ -66,6 +67,13 @@ class View:
         self.every = every
         self._watch(trainer, "step", "_update_every")
         self._watch(trainer, "reset", "_update_on_reset")
+
+    def show_step(self, trainer, model, step: int | None) -> None:
+        """Show `model`, `trainer`'s weights at training step `step` (None: its model as it
+        is now, live), and redraw: what a `TimelineView` calls on the views it links. This
+        default is for views that read `self.model` in `update()`."""
+        self.model, self.shown_step = model, step
+        self.update()
 
     def _update_every(self, trainer, row) -> None:
         if self.every and trainer.step_count % self.every == 0:

@@ -168,7 +168,9 @@ class AttentionExplorer(View, W.VBox):
             self.focus_box.options = [("none", -1)] + [(_label(i, t), i) for i, t in enumerate(a.tokens)]
             self.focus_box.value = focus if focus is not None and focus < T else -1
             size = min(T, self.thumbnail)
-            step = f" (step {self.trainer.step_count})" if self.trainer is not None else ""
+            shown = self.shown_step if self.shown_step is not None else \
+                self.trainer.step_count if self.trainer is not None else None
+            step = f" (step {shown})" if shown is not None else ""
             self.grid.set_images(interpret.head_thumbnails(a, size),
                                  title=f"all heads, {T} tokens{step}: click one")
             self._selecting = True

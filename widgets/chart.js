@@ -87,6 +87,10 @@ function draw(model, el) {
   const xs = series.flatMap((s) => Array.from(s.x, tx));
   const ys = series.flatMap((s) => Array.from(s.y, ty));
   let [x0, x1] = extent(xs);
+  const range = model.get("x_range") || [];
+  if (range.length === 2 && Number.isFinite(tx(range[0])) && Number.isFinite(tx(range[1]))) {
+    [x0, x1] = [tx(range[0]), tx(range[1])];
+  }
   let [y0, y1] = extent(ys);
   const plotW = width - MARGIN.left - MARGIN.right;
   const plotH = height - MARGIN.top - MARGIN.bottom;
@@ -119,6 +123,7 @@ function draw(model, el) {
   yTitle.textContent = model.get("y_label");
 
   const lines = svg("g", { class: "lmlab-chart-lines" }, root);
+  drawMarks(model.get("marks") || [], tx, (v) => (v === Infinity ? MARGIN.left + plotW : px(v)), plotH, root);
   let legendX = width - MARGIN.right;
   for (const s of [...series].reverse()) {
     if (!s.name) continue;
@@ -155,6 +160,26 @@ function draw(model, el) {
   }
 }
 
+// Vertical marks (a step chosen, a head crossing a threshold), each labelled at the top.
+function drawMarks(marks, tx, px, plotH, root) {
+  const g = svg("g", { class: "lmlab-chart-marks" }, root);
+  for (const m of marks) {
+    const u = tx(m.x);
+    if (!Number.isFinite(u)) continue;
+    const x = px(u);
+    if (x < MARGIN.left - 0.5 || x > px(Infinity)) continue;
+    const line = svg("line", { x1: x, x2: x, y1: MARGIN.top, y2: MARGIN.top + plotH, stroke: m.color,
+      "stroke-width": m.width || 1.5, "stroke-dasharray": m.dash ? "3 3" : "none", class: "mark" }, g);
+    line.dataset.x = String(m.x);
+    if (m.label) {
+      const text = svg("text", { x: x + 3, y: MARGIN.top + 10 + 11 * (m.row || 0), fill: m.color,
+        class: "mark-label" }, g);
+      text.textContent = m.label;
+    }
+  }
+  root.dataset.marks = String(marks.length);
+}
+
 function render({ model, el }) {
   el.classList.add("lmlab-chart");
   let frame = null;
@@ -162,7 +187,8 @@ function render({ model, el }) {
     if (frame !== null) return;
     frame = requestAnimationFrame(() => { frame = null; draw(model, el); });
   };
-  const names = ["series", "data", "title", "x_label", "y_label", "log_y", "log_x", "height"];
+  const names = ["series", "data", "title", "x_label", "y_label", "log_y", "log_x", "height",
+    "marks", "x_range"];
   for (const name of names) model.on(`change:${name}`, redraw);
   const resize = new ResizeObserver(redraw);
   resize.observe(el);

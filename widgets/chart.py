@@ -31,6 +31,13 @@ def line(name: str, x, y, color: str, width: float = 2, dash: bool = False,
             "markers": markers, "opacity": opacity}
 
 
+def mark(x: float, color: str, label: str = "", dash: bool = False, width: float = 1.5,
+         row: int = 0) -> dict:
+    """One vertical mark for `LineChart.marks` at `x`, labelled at the top (on label row
+    `row`, so that marks close together stay readable)."""
+    return {"x": x, "color": color, "label": label, "dash": dash, "width": width, "row": row}
+
+
 def _floats(values) -> np.ndarray:
     return np.fromiter((math.nan if v is None else v for v in values), np.float32)
 
@@ -49,6 +56,8 @@ class LineChart(anywidget.AnyWidget):
     log_y = traitlets.Bool(False).tag(sync=True)
     log_x = traitlets.Bool(False).tag(sync=True)
     height = traitlets.Int(300).tag(sync=True)
+    marks = traitlets.List(traitlets.Dict()).tag(sync=True)  # vertical lines: see `mark`
+    x_range = traitlets.List(traitlets.Float()).tag(sync=True)  # [lo, hi], or [] for the data's
 
     def set_lines(self, lines: list[dict]) -> None:
         meta, chunks = [], []
@@ -75,7 +84,7 @@ class LineChart(anywidget.AnyWidget):
     def svg(self, width: int = 640, max_points: int = 300) -> str:
         """The chart as it is now as inline SVG (a few kB): each line at most
         `max_points` points, the axes' ends labelled, a legend of the named lines."""
-        left, right, top, bottom = 60, 12, 26, 36
+        left, right, top, bottom = 56, 12, 26, 36  # chart.js's margins
         height = self.height
         w, h = width - left - right, height - top - bottom
         lines = self.lines()
@@ -97,6 +106,8 @@ class LineChart(anywidget.AnyWidget):
                          'fill="#888">no points yet</text></svg>')
             return "".join(parts)
         x0, x1 = min(tx(p[0]) for p in pts), max(tx(p[0]) for p in pts)
+        if len(self.x_range) == 2 and (not self.log_x or min(self.x_range) > 0):
+            x0, x1 = tx(self.x_range[0]), tx(self.x_range[1])
         y0, y1 = min(ty(p[1]) for p in pts), max(ty(p[1]) for p in pts)
         x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
 
@@ -137,5 +148,13 @@ class LineChart(anywidget.AnyWidget):
                 parts.append(f'<line x1="{left + w - 150}" x2="{left + w - 134}" y1="{y - 4}" y2="{y - 4}" '
                              f'{style}/><text x="{left + w - 128}" y="{y}">{html.escape(ln["name"])}</text>')
                 legend += 1
+        for m in self.marks:
+            if (m["x"] > 0 or not self.log_x) and x0 <= tx(m["x"]) <= x1:
+                dash = ' stroke-dasharray="3 3"' if m["dash"] else ""
+                parts.append(f'<line x1="{sx(m["x"])}" x2="{sx(m["x"])}" y1="{top}" y2="{top + h}" '
+                             f'stroke="{m["color"]}" stroke-width="{m["width"]}"{dash}/>')
+                if m["label"]:
+                    parts.append(f'<text x="{float(sx(m["x"])) + 3:.1f}" y="{top + 10 + 11 * m["row"]}" '
+                                 f'fill="{m["color"]}">{html.escape(m["label"])}</text>')
         parts.append("</svg>")
         return "".join(parts)

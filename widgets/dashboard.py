@@ -14,7 +14,7 @@ from lmlab.model import PRESETS
 from lmlab.train import Trainer
 
 from ._view import REFRESH_S, View, in_words, message_html
-from .chart import LineChart, line
+from .chart import LineChart, line, mark
 
 MAX_POINTS = 1000  # per curve, however long the run
 # the engine's setting names as the boxes label them (errors are shown in these words)
@@ -173,7 +173,7 @@ class TrainingDashboard(View, W.VBox):
         self.sample_every_input.observe(self.guarded(self._on_sampling), "value")
         self.prompt_input.observe(self.guarded(self._on_sampling), "value")
         self.preset_input.observe(self.guarded(self._on_preset), "value")
-        self.x_axis.observe(lambda _: self.redraw(force=True), "value")
+        self.x_axis.observe(lambda _: self._on_axis(), "value")
         self.log_y.observe(lambda _: self.redraw(force=True), "value")
 
         controls = _wrap([self.start_button, self.pause_button, self.stop_button,
@@ -438,6 +438,11 @@ class TrainingDashboard(View, W.VBox):
 
     # ---- drawing ---------------------------------------------------------------------------------
 
+    def _on_axis(self) -> None:
+        if self.shown_step is not None:
+            self.show_step(self.trainer, None, self.shown_step)
+        self.redraw(force=True)
+
     def _draw(self):
         """Charts, status and buttons from the trainer (`redraw` calls it, throttled)."""
         self.curves.catch_up(self.trainer.history)
@@ -479,6 +484,17 @@ class TrainingDashboard(View, W.VBox):
                  f"ETA {_fmt_time(eta)}"]
         self.stats.value = ('<span style="padding-left:12px">'
                             + " · ".join(parts) + "</span>")
+
+    def show_step(self, trainer, model, step) -> None:
+        """Mark training step `step` on the loss curve (None: no mark, live)."""
+        self.shown_step = step
+        self.loss_chart.marks = [] if step is None else [mark(self._x_of(step), "#e4572e", f"step {step}")]
+
+    def _x_of(self, step: int) -> float:
+        if self.x_axis.value == "steps":
+            return step
+        rows = [r for r in self.trainer.history.rows() if r["step"] == step]
+        return rows[0]["tokens"] if rows else 0
 
     def _static_html(self) -> str:
         """Status, the loss and learning-rate charts as SVG, and the samples, as drawn."""

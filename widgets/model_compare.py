@@ -187,6 +187,18 @@ class ModelComparison(View, W.VBox):
             self._follow(trainer, every)
         self.update()
 
+    def show_step(self, trainer, model, step) -> None:
+        """The panels of `trainer`'s runs read `model` (its weights at `step`); the other
+        models stay as they are."""
+        names = [name for name, t in self.trainers.items() if t is trainer]
+        if not names:
+            raise ConfigError("this comparison follows no run of the timeline's trainer; build "
+                              "it with trainers={...} holding that trainer")
+        for name in names:
+            self.models[name] = model
+        self.shown_step = step
+        self.update()
+
     @property
     def position(self) -> int:
         return self.position_slider.value

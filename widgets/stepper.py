@@ -293,6 +293,13 @@ class SamplingStepper(View, W.VBox):
             self._mirroring = False
         self._draw_bars()
 
+    def show_step(self, trainer, model, step) -> None:
+        """The tokens taken so far, read again by `model` (see `Stepper.use_model`)."""
+        self.stepper.use_model(model)
+        self.shown_step = step
+        self._explained = None
+        self._draw()
+
     # ---- drawing --------------------------------------------------------------------------
 
     def _draw(self) -> None:
