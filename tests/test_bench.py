@@ -60,3 +60,19 @@ def test_the_interp_bench_runs_small_against_transformer_lens(capsys):
     assert all(value > 0 for value in found["tiny"].values())
     out = capsys.readouterr().out
     assert "(a) direct logit attribution" in out and "TransformerLens grid" in out
+
+
+def test_the_timeline_bench_runs_small(capsys):
+    """`python -m lmlab.bench timeline`, one round and a few moves: both tables print."""
+    from _needs import need
+
+    need("ipywidgets", "pip install -e .")
+    from lmlab.widgets.bench_timeline import bench_overhead, bench_scrub
+
+    ratios = bench_overhead(rounds=1)
+    assert set(ratios) == {"no timeline", "snapshots", "snapshots + health"}
+    assert all(r > 0 for r in ratios.values())
+    moves = bench_scrub(moves=3)
+    assert moves["move"][0] > 0
+    out = capsys.readouterr().out
+    assert "training with a timeline" in out and "one move of the timeline" in out

@@ -17,6 +17,8 @@ printed, never asserted.
                activation points unread vs none; with --browser, click-to-repaint in Chromium
     interp     direct logit attribution vs a forward; the residual patching grid vs the forwards it
                stands for, and vs TransformerLens 4's patching on the same weights
+    timeline   training with snapshots (and health) vs without; one move of the timeline view
+               over six linked views, milliseconds
     device     the checks that need a CUDA GPU (CUDA, bf16, fused AdamW, compile, restore,
                MFU, the views' pass), one table; without a GPU it says so and exits 0
 """

@@ -1,5 +1,5 @@
-"""`python -m lmlab.bench {forward,train,quality,attention,sampling,distributed,dashboard,views,device,interp}`
-(see lmlab.bench)."""
+"""`python -m lmlab.bench NAME`, NAME one of forward, train, quality, attention, sampling,
+distributed, dashboard, views, device, interp, timeline (see lmlab.bench)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m lmlab.bench", description=DOC,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", choices=["forward", "train", "quality", "attention", "sampling",
-                                          "distributed", "dashboard", "views", "device", "interp"])
+                                          "distributed", "dashboard", "views", "device", "interp",
+                                          "timeline"])
     parser.add_argument("--rounds", type=int, default=None, help="alternating rounds (speed)")
     parser.add_argument("--seeds", type=int, default=1, help="quality: how many seeds")
     parser.add_argument("--browser", action="store_true", help="views: also click in Chromium")
@@ -56,6 +57,9 @@ def main(argv=None):
         from .quality import bench_quality
 
         bench_quality(args.seeds)
+    elif args.which == "timeline":  # with the widgets, which the engine never imports
+        extra = ["--rounds", str(args.rounds)] if args.rounds else []
+        raise SystemExit(subprocess.call([sys.executable, "-m", "lmlab.widgets.bench_timeline", *extra]))
     elif args.which == "views":  # with the widgets, which the engine never imports
         extra = (["--browser"] if args.browser else []) + \
             (["--rounds", str(args.rounds)] if args.rounds else [])
