@@ -113,6 +113,7 @@ class Timeline:
         self._scores: dict[int, dict] = {}  # step -> {metric: [L, H]}
         self._probabilities: dict = {}  # (context ids, token, step) -> probability
         self._lock = threading.Lock()
+        self._probe = threading.RLock()  # one measurement at a time on the "probe" model
         self._models: dict[str, GPT] = {}  # "view" (model_at) and "probe" (the scores), CPU
         self._loaded: dict[str, int] = {}
         if text is None:
@@ -243,7 +244,8 @@ class Timeline:
         steps = self.steps
         for step in steps:
             if step not in self._scores:
-                scores = self._measure(step)
+                with self._probe:
+                    scores = self._measure(step)
                 with self._lock:
                     if step in self._snapshots:
                         self._scores[step] = scores
@@ -283,9 +285,10 @@ class Timeline:
         for step in self.steps:
             key = (context, token, step)
             if key not in self._probabilities:
-                model = self.model_at(step, "probe")
-                with reading(model):
-                    logits = model(torch.tensor([context])).logits[0, -1]
+                with self._probe:
+                    model = self.model_at(step, "probe")
+                    with reading(model):
+                        logits = model(torch.tensor([context])).logits[0, -1]
                 p = float(torch.softmax(logits.float(), -1)[token])
                 with self._lock:
                     if step in self._snapshots:
