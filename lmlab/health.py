@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 import re
 
+from .errors import ConfigError
+
 TARGET = 1e-3  # Karpathy's heuristic for the update-to-weight ratio
 FAR = 10  # a ratio more than 10x off TARGET is worth a word
 RECENT = 5  # measurements the warning looks at (their median)
@@ -34,7 +36,7 @@ class Health:
 
     def __init__(self, trainer, every: int = 10):
         if not isinstance(every, int) or every < 1:
-            raise ValueError(f"every={every!r}: measure every N >= 1 steps")
+            raise ConfigError(f"health every={every!r}: measure every N >= 1 steps, or 0 for never")
         self.trainer, self.every = trainer, every
         self.rows: list[dict] = []
         self._optimizer = None

@@ -171,6 +171,7 @@ def test_a_tokens_probability_over_training():
     (dict(dtype="bfloat8"), "dtype='bfloat8'"),
     (dict(budget_mb=0.001), "fewer than two snapshots"),
     (dict(probe=[1, 2, 3]), "repeats no token"),
+    (dict(health=-2), "every=-2"),
 ])
 def test_bad_settings_are_refused_with_what_to_do(kwargs, phrase):
     with pytest.raises(ConfigError, match=phrase):
