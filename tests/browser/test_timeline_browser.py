@@ -8,23 +8,10 @@ asserted); the test asserts that each move reaches every view, and that "live" g
 import nbformat
 
 from test_dashboard import cell_output, run_cell, wait_until
-from test_views_speed_browser import report
+from test_views_speed_browser import PROBE, report
 
 VIEW = ".lmlab-timeline"
 MOVES = 16
-# t0 at the next keydown, t1 at the frame after `condition` (a function body of `arg`) holds
-PROBE = """([condition, arg]) => {
-  const test = new Function("arg", condition);
-  const probe = window.__lmlabProbe = {t0: null, t1: null};
-  const observer = new MutationObserver(() => {
-    if (probe.t0 === null || probe.done || !test(arg)) return;
-    probe.done = true;
-    observer.disconnect();
-    requestAnimationFrame(() => { probe.t1 = performance.now(); });
-  });
-  observer.observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true});
-  document.addEventListener("keydown", () => { probe.t0 = performance.now(); }, {capture: true, once: true});
-}"""
 MOVED = """const c = document.querySelector(".lmlab-timeline .lmlab-heatmap-cursor");
 const a = document.querySelector(".lmlab-attention");
 return c && c.dataset.step === String(arg) && a && a.innerText.includes(`step ${arg})`);"""
@@ -62,7 +49,7 @@ def notebook() -> nbformat.NotebookNode:
 
 def moved(page, key: str, step: int) -> float:
     """Press `key` on the slider's handle; milliseconds until the views show `step`."""
-    page.evaluate(PROBE, [MOVED, step])
+    page.evaluate(PROBE, [MOVED, step, "keydown"])
     page.locator(f"{VIEW} .lmlab-timeline-slider .noUi-handle").first.press(key)
     page.wait_for_function("() => window.__lmlabProbe.t1 !== null", polling=100, timeout=30_000)
     return page.evaluate("() => window.__lmlabProbe.t1 - window.__lmlabProbe.t0")

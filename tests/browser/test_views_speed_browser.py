@@ -24,9 +24,9 @@ from test_dashboard import cell_output, run_cell, wait_until
 CLICKS = int(os.environ.get("LMLAB_BENCH_CLICKS", "16"))
 GRID = ".lmlab-attention .lmlab-heads-canvas"
 
-# Arms a one-shot probe: t0 at the next pointerdown, t1 at the frame after `condition`
-# (a function body of `arg`, run on every DOM change after the pointerdown) first holds.
-PROBE = """([condition, arg]) => {
+# Arms a one-shot probe: t0 at the next pointerdown (or the `start` event given), t1 at the
+# frame after `condition` (a function body of `arg`, run on every DOM change after it) first holds.
+PROBE = """([condition, arg, start = "pointerdown"]) => {
   const test = new Function("arg", condition);
   const probe = window.__lmlabProbe = {t0: null, t1: null};
   const observer = new MutationObserver(() => {
@@ -37,7 +37,7 @@ PROBE = """([condition, arg]) => {
   });
   observer.observe(document.body, {subtree: true, childList: true, attributes: true,
                                    characterData: true});
-  document.addEventListener("pointerdown", () => { probe.t0 = performance.now(); },
+  document.addEventListener(start, () => { probe.t0 = performance.now(); },
                             {capture: true, once: true});
 }"""
 
